@@ -1,0 +1,82 @@
+# Every target installs what it needs first: `make train` and `make test` work on a fresh clone.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+INSTALLED := $(VENV)/.installed
+MLFLOW_PORT ?= 5000
+
+# Stage commands in dvc.yaml call `python`: make it the project's interpreter.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+.PHONY: help install train repro test test-fast lint format typecheck mlflow-ui bench \
+	push pull plots clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
+	/^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(INSTALLED): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-extras --group dev --python $(PYTHON)
+	@touch $@
+
+install: $(INSTALLED) ## Create .venv from the lock file (uv.lock)
+
+train: $(INSTALLED) ## Run the training pipeline (dvc repro) and print the results
+	dvc repro
+	@echo; cat reports/train/leaderboard.md
+	@echo; echo "Test-period metrics of the selected model (reports/evaluate/metrics.json):"
+	@dvc metrics show reports/evaluate/metrics.json
+
+repro: train ## Same as train
+
+test: lint typecheck ## Lint, type-check and run every test (slow ones included)
+	pytest
+
+test-fast: $(INSTALLED) ## Run the tests that are not marked slow
+	pytest -m "not slow"
+
+lint: $(INSTALLED) ## ruff lint and format check
+	ruff check .
+	ruff format --check .
+
+format: $(INSTALLED) ## Apply ruff's fixes and formatting
+	ruff check --fix .
+	ruff format .
+
+typecheck: $(INSTALLED) ## mypy
+	mypy
+
+mlflow-ui: $(INSTALLED) ## Open the MLflow UI on the project's store (http://127.0.0.1:5000)
+	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+		--host 127.0.0.1 --port $(MLFLOW_PORT)
+
+plots: $(INSTALLED) ## Render the DVC plots to dvc_plots/index.html
+	dvc plots show
+
+bench: $(INSTALLED) ## Measure the pipeline's speed and quality figures (see docs/benchmarks.md)
+	python benchmarks/pipeline.py
+
+push: $(INSTALLED) ## Send data and models to the DVC remote (default: ./dvc-storage)
+	dvc push
+
+pull: $(INSTALLED) ## Fetch data and models from the DVC remote
+	dvc pull
+
+clean: ## Remove pipeline outputs, the MLflow store and caches (not .venv)
+	rm -rf data/raw data/features data/split models reports/evaluate reports/train \
+		reports/split.json mlflow.db mlartifacts dvc_plots .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

@@ -1,0 +1,211 @@
+"""Stage `evaluate`: refit the winner, pick its threshold, test it once, register it.
+
+The threshold comes from the winner's out-of-fold predictions; the test period is used
+here and only here, after every modelling choice has been made.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.pipeline import Pipeline
+
+from fraud_detection import plots
+from fraud_detection.evaluation import (
+    ThresholdChoice,
+    choose_threshold,
+    holdout_report,
+    importance_table,
+)
+from fraud_detection.io import tracking
+from fraud_detection.io.files import (
+    atomic_path,
+    load_params,
+    read_json,
+    read_parquet,
+    write_json,
+    write_text,
+)
+from fraud_detection.io.provenance import files_fingerprint
+from fraud_detection.modeling import Selection, inference_pipeline
+from fraud_detection.params import EvaluateParams
+from fraud_detection.schema import FeatureSchema, check_frame
+from pipelines._common import (
+    CURVES_DIR,
+    IMPORTANCE,
+    METRICS,
+    MODEL_DIR,
+    OUT_OF_FOLD,
+    PARAMS,
+    PLOTS_DIR,
+    SCHEMA,
+    SELECTION,
+    TEST_SET,
+    TRAIN_SET,
+    run,
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    model: Pipeline
+    threshold: ThresholdChoice
+    metrics: dict[str, float]
+    figures: dict[str, Figure]
+    importance: pd.DataFrame
+    test_y: np.ndarray
+    proba: np.ndarray
+
+
+def evaluate(
+    selection: Selection,
+    schema: FeatureSchema,
+    *,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    out_of_fold: pd.DataFrame,
+    params: EvaluateParams,
+    log: logging.Logger,
+) -> Evaluation:
+    started = time.perf_counter()
+    pipeline = selection.unfitted_pipeline(schema)
+    pipeline.fit(train[schema.names], train[schema.target])
+    model = inference_pipeline(pipeline)
+    log.info(
+        "refit %s on %s rows in %.1f s",
+        selection.label,
+        f"{len(train):,}",
+        time.perf_counter() - started,
+    )
+
+    choice = choose_threshold(out_of_fold["y"], out_of_fold["proba"], params.threshold)
+    log.info(
+        "threshold %.4f (%s on out-of-fold predictions, F1 %.3f)",
+        choice.value,
+        choice.rule,
+        choice.f1,
+    )
+
+    proba = model.predict_proba(test[schema.names])[:, 1]
+    test_y = test[schema.target].to_numpy()
+    metrics, matrix = holdout_report(test, schema, proba, choice.value, params)
+    started = time.perf_counter()
+    importance = importance_table(model, test, schema, params, selection.seed)
+    log.info("permutation importance in %.1f s", time.perf_counter() - started)
+    label = selection.label
+    figures = {
+        "precision_recall.png": plots.precision_recall_figure(
+            test_y, proba, choice.value, f"Test PR curve: {label}"
+        ),
+        "roc.png": plots.roc_figure(test_y, proba, f"Test ROC curve: {label}"),
+        "confusion_matrix.png": plots.confusion_figure(matrix, choice.value),
+        "calibration.png": plots.calibration_figure(test_y, proba, f"Test calibration: {label}"),
+        "feature_importance.png": plots.importance_figure(importance),
+    }
+    return Evaluation(model, choice, metrics, figures, importance, test_y, proba)
+
+
+def write_reports(result: Evaluation) -> None:
+    write_json(result.metrics, METRICS)
+    for name, figure in result.figures.items():
+        with atomic_path(PLOTS_DIR / name) as path:
+            figure.savefig(path, dpi=110)
+    curves = {
+        "precision_recall.csv": plots.precision_recall_table(result.test_y, result.proba),
+        "roc.csv": plots.roc_table(result.test_y, result.proba),
+        "calibration.csv": plots.calibration_table(result.test_y, result.proba),
+    }
+    for name, table in curves.items():
+        write_text(table.to_csv(index=False), CURVES_DIR / name)
+    write_text(result.importance.to_csv(index=False), IMPORTANCE)
+
+
+def model_metadata(result: Evaluation, selection: Selection) -> dict[str, Any]:
+    """Travels inside the model folder: what the server needs besides the pipeline."""
+    return {
+        "threshold": result.threshold.value,
+        "threshold_rule": result.threshold.rule,
+        "candidate": selection.label,
+        "cv_average_precision": selection.cv_average_precision,
+        "test_metrics": {k: round(float(v), 6) for k, v in result.metrics.items()},
+    }
+
+
+def record_in_mlflow(
+    result: Evaluation,
+    selection: Selection,
+    schema: FeatureSchema,
+    example: pd.DataFrame,
+    params: EvaluateParams,
+) -> tracking.Promotion:
+    """A child run of the pipeline's parent run: metrics, plots, the model; then the registry."""
+    test_metrics = {f"test_{k}": float(v) for k, v in result.metrics.items()}
+    run_id = tracking.start_run(
+        selection.experiment_id,
+        f"evaluate {selection.candidate.family}",
+        parent_run_id=selection.parent_run_id,
+    )
+    tracking.log_batch(
+        run_id,
+        params=tracking.flatten("evaluate", params.model_dump(mode="json"))
+        | {"candidate": selection.label},
+        metrics=test_metrics,
+    )
+    for name, figure in result.figures.items():
+        tracking.log_figure(run_id, figure, f"plots/{name}")
+    tracking.log_artifact(run_id, IMPORTANCE)
+    model_uri = tracking.log_model(
+        run_id, result.model, schema, example, model_metadata(result, selection)
+    )
+    promotion = tracking.register_and_promote(
+        model_uri,
+        params.registered_model_name,
+        result.metrics["average_precision"],
+        files_fingerprint(TRAIN_SET, TEST_SET),
+    )
+    tracking.log_batch(
+        selection.parent_run_id,
+        metrics=test_metrics,
+        tags={"registered_version": promotion.version, "alias": promotion.alias},
+    )
+    tracking.end_run(run_id)
+    return promotion
+
+
+def main(log: logging.Logger) -> str:
+    params = load_params(PARAMS).evaluate
+    selection = Selection.model_validate(read_json(SELECTION, made_by="train"))
+    schema = FeatureSchema.model_validate(read_json(SCHEMA, made_by="features"))
+    train = read_parquet(TRAIN_SET, made_by="split")
+    test = read_parquet(TEST_SET, made_by="split")
+    check_frame(test, schema, with_target=True)
+    out_of_fold = read_parquet(OUT_OF_FOLD, made_by="train")
+    tracking.use_experiment(selection.experiment_id)
+
+    result = evaluate(
+        selection, schema, train=train, test=test, out_of_fold=out_of_fold, params=params, log=log
+    )
+    write_reports(result)
+    example = train[schema.names].head(5)
+    with atomic_path(MODEL_DIR) as folder:
+        tracking.save_model(
+            result.model, folder, schema, example, model_metadata(result, selection)
+        )
+    promotion = record_in_mlflow(result, selection, schema, example, params)
+    log.info("registry: %s", promotion.message)
+    m = result.metrics
+    return (
+        f"{selection.label}: test AP {m['average_precision']:.3f}, ROC AUC {m['roc_auc']:.3f}, "
+        f"F1 {m['f1']:.3f} at threshold {result.threshold.value:.3f}; "
+        f"{promotion.name} v{promotion.version} is '{promotion.alias}'"
+    )
+
+
+if __name__ == "__main__":
+    run("evaluate", main)

@@ -1,0 +1,240 @@
+"""Stage `train`: cross-validate every model x imbalance strategy x grid point.
+
+Writes the leaderboard, the winner's selection and its out-of-fold predictions, and logs
+one MLflow parent run with a child run per model/strategy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraud_detection import plots
+from fraud_detection.io import tracking
+from fraud_detection.io.files import (
+    load_params,
+    read_json,
+    read_parquet,
+    write_json,
+    write_parquet,
+    write_text,
+)
+from fraud_detection.io.provenance import files_fingerprint, git_commit, params_fingerprint
+from fraud_detection.modeling import Candidate, Selection, build_pipeline, candidates
+from fraud_detection.params import TrainParams
+from fraud_detection.schema import FeatureSchema, check_frame
+from fraud_detection.validation import (
+    CandidateResult,
+    FoldResult,
+    all_grid_points,
+    cross_validate,
+    leaderboard,
+    make_folds,
+    scheme_for,
+)
+from pipelines._common import (
+    CV_RESULTS,
+    CV_SUMMARY,
+    LEADERBOARD_CSV,
+    LEADERBOARD_MD,
+    OUT_OF_FOLD,
+    PARAMS,
+    SCHEMA,
+    SELECTION,
+    TEST_SET,
+    TRAIN_SET,
+    run,
+)
+
+SHOWN_METRICS = {
+    "average_precision": "AP",
+    "roc_auc": "ROC AUC",
+    "f1": "F1",
+    "precision": "precision",
+    "recall": "recall",
+    "brier": "Brier",
+    "train_average_precision": "train AP",
+    "fit_seconds": "fit s",
+}
+
+
+def load_training_set(schema: FeatureSchema) -> pd.DataFrame:
+    train = read_parquet(TRAIN_SET, made_by="split")
+    check_frame(train, schema, with_target=True)
+    if schema.time_column is not None:
+        # Time-ordered folds assume rows in time order.
+        train = train.sort_values(schema.time_column, kind="stable").reset_index(drop=True)
+    return train
+
+
+def report_fit(log: logging.Logger) -> Any:
+    def on_fit(done: int, total: int, result: FoldResult, candidate: Candidate) -> None:
+        log.info(
+            "fit %*d/%d  %-40s fold %d  AP %.3f  (%.1f s)",
+            len(str(total)),
+            done,
+            total,
+            candidate.label[:40],
+            result.fold,
+            result.metrics["average_precision"],
+            result.fit_seconds,
+        )
+
+    return on_fit
+
+
+def markdown_leaderboard(table: pd.DataFrame) -> str:
+    shown = table[["rank", "model", "strategy", "settings"]].copy()
+    for metric, title in SHOWN_METRICS.items():
+        digits = 1 if metric == "fit_seconds" else 3
+        shown[title] = [
+            f"{m:.{digits}f} ± {s:.{digits}f}"
+            for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"], strict=True)
+        ]
+    header = (
+        "# Cross-validated leaderboard\n\n"
+        "Mean ± standard deviation over the validation folds; ranked by average precision "
+        "(AP). F1, precision and recall use the fixed threshold `train.cv_threshold`.\n\n"
+    )
+    return header + shown.to_markdown(index=False) + "\n"
+
+
+def log_family_runs(
+    results: list[CandidateResult],
+    experiment_id: str,
+    parent_id: str,
+    params: TrainParams,
+    y: np.ndarray,
+) -> None:
+    """One child run per model/strategy: its best grid point's folds, plus the whole grid."""
+    families: dict[str, list[CandidateResult]] = {}
+    for result in results:
+        families.setdefault(result.candidate.family, []).append(result)
+    for family, members in families.items():
+        best = max(members, key=lambda r: r.mean_average_precision)
+        candidate = best.candidate
+        spec = params.models[candidate.model]
+        run_id = tracking.start_run(experiment_id, family, parent_run_id=parent_id)
+        tracking.log_batch(
+            run_id,
+            params={
+                "model": candidate.model,
+                "kind": candidate.kind,
+                "strategy": candidate.strategy,
+                **tracking.flatten("fixed", spec.params),
+                **tracking.flatten("best", candidate.settings),
+                **tracking.flatten("grid", spec.grid),
+            },
+            metrics=best.summary(),
+        )
+        for fold in best.folds:
+            tracking.log_batch(
+                run_id, metrics={f"fold_{k}": v for k, v in fold.metrics.items()}, step=fold.fold
+            )
+        tracking.log_table(run_id, all_grid_points(members), "grid.csv")
+        oof = best.out_of_fold(len(y))
+        figure = plots.precision_recall_figure(
+            y[oof["row"]], oof["proba"], params.cv_threshold, f"{family}: out-of-fold PR curve"
+        )
+        tracking.log_figure(run_id, figure, "out_of_fold_pr_curve.png")
+        tracking.end_run(run_id)
+
+
+def main(log: logging.Logger) -> str:
+    all_params = load_params(PARAMS)
+    params = all_params.train
+    schema = FeatureSchema.model_validate(read_json(SCHEMA, made_by="features"))
+    train = load_training_set(schema)
+    X, y = train[schema.names], train[schema.target].to_numpy(dtype=np.int64)
+    positive_share = float(y.mean())
+    to_try = candidates(params)
+    needs_smote = any(c.strategy == "smote" for c in to_try)
+    folds = make_folds(
+        y,
+        params.cv,
+        has_time=schema.time_column is not None,
+        seed=params.seed,
+        min_train_positives=params.smote.k_neighbors + 1 if needs_smote else 1,
+    )
+    scheme = scheme_for(params.cv, schema.time_column is not None)
+
+    experiment_id = tracking.connect(params.experiment_name)
+    commit, dirty = git_commit()
+    parent_id = tracking.start_run(
+        experiment_id,
+        "pipeline",
+        tags={
+            "git_commit": commit,
+            "git_dirty": str(dirty),
+            "params_fingerprint": params_fingerprint(all_params),
+            "data_fingerprint": files_fingerprint(TRAIN_SET, TEST_SET),
+        },
+    )
+    log.info("MLflow parent run %s in experiment '%s'", parent_id, params.experiment_name)
+    log.info(
+        "%d candidates x %d %s folds = %d fits on %s rows (%.2f%% fraud)",
+        len(to_try),
+        len(folds),
+        scheme,
+        len(to_try) * len(folds),
+        f"{len(y):,}",
+        100 * positive_share,
+    )
+    try:
+        results = cross_validate(
+            to_try,
+            lambda c: build_pipeline(c, params, schema, positive_share=positive_share),
+            X,
+            y,
+            folds,
+            threshold=params.cv_threshold,
+            n_jobs=params.n_jobs,
+            on_fit=report_fit(log),
+        )
+        board = leaderboard(results)
+        best = max(results, key=lambda r: r.mean_average_precision)
+        log_family_runs(results, experiment_id, parent_id, params, y)
+        tracking.log_batch(
+            parent_id,
+            params=tracking.flatten("train", params.model_dump(mode="json")),
+            metrics={f"cv_{k}": v for k, v in best.summary().items()},
+            tags={"winner": best.candidate.label, "cv_scheme": scheme},
+        )
+    except BaseException:
+        tracking.end_run(parent_id, "FAILED")
+        raise
+
+    oof = best.out_of_fold(len(y))
+    oof["y"] = y[oof["row"]]
+    markdown = markdown_leaderboard(board)
+    write_parquet(oof, OUT_OF_FOLD)
+    write_text(board.to_csv(index=False), LEADERBOARD_CSV)
+    write_text(markdown, LEADERBOARD_MD)
+    write_text(all_grid_points(results).to_csv(index=False), CV_RESULTS)
+    write_json(
+        {"winner": best.candidate.label, "folds": len(folds), "scheme": scheme}
+        | {k: round(v, 6) for k, v in best.summary().items()},
+        CV_SUMMARY,
+    )
+    selection = Selection.of(
+        best.candidate,
+        params,
+        positive_share=positive_share,
+        cv_average_precision=best.mean_average_precision,
+        experiment_id=experiment_id,
+        parent_run_id=parent_id,
+    )
+    write_json(selection, SELECTION)
+    for path in (LEADERBOARD_CSV, LEADERBOARD_MD, CV_RESULTS):
+        tracking.log_artifact(parent_id, path, "leaderboard")
+    tracking.end_run(parent_id)
+    log.info("leaderboard:\n%s", markdown.split("\n\n", 2)[-1])
+    ap = best.mean_average_precision
+    return f"winner {best.candidate.label}: CV AP {ap:.3f} over {len(folds)} folds"
+
+
+if __name__ == "__main__":
+    run("train", main)

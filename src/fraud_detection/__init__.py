@@ -1,0 +1,1 @@
+"""Fraud detection: data, features, models and evaluation (pure functions)."""

@@ -1,0 +1,1 @@
+"""Data sources: the transaction simulator and user CSV files."""

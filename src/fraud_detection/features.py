@@ -1,0 +1,191 @@
+"""Feature engineering for transaction streams: 15 numeric features, no look-ahead.
+
+Every window count and mean is computed with sorted keys and ``searchsorted`` over
+cumulative sums, so the cost is a few sorts of the whole table rather than a Python loop
+over customers or terminals.
+
+* Customer features use the customer's own transactions in ``(t - w, t]``, the current
+  one included: spending history is known at payment time.
+* Terminal features use only transactions whose label is already known: those in
+  ``(t - delay - w, t - delay]``, never the current one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from fraud_detection.params import FeatureParams
+from fraud_detection.schema import Feature, FeatureSchema, numeric_feature
+
+SECONDS_PER_DAY = 86_400
+
+TARGET = "TX_FRAUD"
+TIME_COLUMN = "TX_DATETIME"
+GROUP_COLUMN = "CUSTOMER_ID"
+# Columns a raw transaction table must have to compute the features.
+REQUIRED_COLUMNS = [TIME_COLUMN, "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", TARGET]
+
+
+def customer_count_name(days: int) -> str:
+    return f"CUSTOMER_ID_NB_TX_{days}DAY_WINDOW"
+
+
+def customer_mean_name(days: int) -> str:
+    return f"CUSTOMER_ID_AVG_AMOUNT_{days}DAY_WINDOW"
+
+
+def terminal_count_name(days: int) -> str:
+    return f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW"
+
+
+def terminal_risk_name(days: int) -> str:
+    return f"TERMINAL_ID_RISK_{days}DAY_WINDOW"
+
+
+def feature_schema(params: FeatureParams) -> FeatureSchema:
+    """The schema of :func:`transaction_features` for these params (without example)."""
+    delay = params.label_delay_days
+    features: list[Feature] = [
+        numeric_feature("TX_AMOUNT", "Transaction amount", minimum=0),
+        numeric_feature("TX_DURING_WEEKEND", "1 on Saturday or Sunday", minimum=0, maximum=1),
+        numeric_feature(
+            "TX_DURING_NIGHT",
+            f"1 when the hour is {params.night_last_hour} or earlier",
+            minimum=0,
+            maximum=1,
+        ),
+    ]
+    for days in params.customer_windows_days:
+        features += [
+            numeric_feature(
+                customer_count_name(days),
+                f"The customer's transactions in the last {days} day(s), this one included",
+                minimum=1,
+            ),
+            numeric_feature(
+                customer_mean_name(days),
+                f"The customer's mean amount over the last {days} day(s), this one included",
+                minimum=0,
+            ),
+        ]
+    for days in params.terminal_windows_days:
+        features += [
+            numeric_feature(
+                terminal_count_name(days),
+                f"Transactions at the terminal in the {days} day(s) ending {delay} day(s) ago",
+                minimum=0,
+            ),
+            numeric_feature(
+                terminal_risk_name(days),
+                f"Share of fraud among them (labels known after {delay} day(s))",
+                minimum=0,
+                maximum=1,
+            ),
+        ]
+    return FeatureSchema(
+        source="simulator",
+        features=features,
+        target=TARGET,
+        positive_label=1,
+        time_column=TIME_COLUMN,
+        group_column=GROUP_COLUMN,
+    )
+
+
+def _window_starts(
+    keys: NDArray[np.int64], ends: NDArray[np.int64], width: int
+) -> NDArray[np.int64]:
+    """First position whose key lies inside ``(ends - width, ends]`` (keys sorted)."""
+    return np.searchsorted(keys, ends - width, side="right").astype(np.int64)
+
+
+def _sorted_by(
+    group: NDArray[np.int64], seconds: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Row order by (group, time) and the matching composite keys.
+
+    The key ``group * span + seconds`` keeps different groups far apart, so a window on
+    the key never crosses into the neighbouring group.
+    """
+    order = np.lexsort((seconds, group))
+    span = int(seconds.max() - seconds.min()) + 1 if len(seconds) else 1
+    span += 2 * SECONDS_PER_DAY * 366  # room for the widest window plus the delay
+    keys = group[order] * span + (seconds[order] - (seconds.min() if len(seconds) else 0))
+    return order, keys
+
+
+def _customer_windows(
+    customer: NDArray[np.int64],
+    seconds: NDArray[np.int64],
+    amount: NDArray[np.float64],
+    windows: list[int],
+) -> dict[str, NDArray[np.float64]]:
+    order, keys = _sorted_by(customer, seconds)
+    position = np.arange(len(order), dtype=np.int64)
+    cumulative = np.concatenate([[0.0], np.cumsum(amount[order])])
+    out: dict[str, NDArray[np.float64]] = {}
+    for days in windows:
+        start = _window_starts(keys, keys, days * SECONDS_PER_DAY)
+        count = (position - start + 1).astype(np.float64)
+        total = cumulative[position + 1] - cumulative[start]
+        out[customer_count_name(days)] = _unsort(order, count)
+        out[customer_mean_name(days)] = _unsort(order, total / count)
+    return out
+
+
+def _terminal_windows(
+    terminal: NDArray[np.int64],
+    seconds: NDArray[np.int64],
+    fraud: NDArray[np.float64],
+    windows: list[int],
+    delay_days: int,
+) -> dict[str, NDArray[np.float64]]:
+    order, keys = _sorted_by(terminal, seconds)
+    position = np.arange(len(order), dtype=np.int64)
+    cumulative = np.concatenate([[0.0], np.cumsum(fraud[order])])
+    known_until = keys - delay_days * SECONDS_PER_DAY
+    # Labels are known up to ``t - delay``; never the current row's or a later row's.
+    end = np.minimum(np.searchsorted(keys, known_until, side="right"), position)
+    out: dict[str, NDArray[np.float64]] = {}
+    for days in windows:
+        start = np.minimum(_window_starts(keys, known_until, days * SECONDS_PER_DAY), end)
+        count = (end - start).astype(np.float64)
+        frauds = cumulative[end] - cumulative[start]
+        risk = np.divide(frauds, count, out=np.zeros_like(frauds), where=count > 0)
+        out[terminal_count_name(days)] = _unsort(order, count)
+        out[terminal_risk_name(days)] = _unsort(order, risk)
+    return out
+
+
+def _unsort(order: NDArray[np.int64], values: NDArray[np.float64]) -> NDArray[np.float64]:
+    result = np.empty_like(values)
+    result[order] = values
+    return result
+
+
+def transaction_features(transactions: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+    """The raw columns plus the engineered features, in the input's row order."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in transactions.columns]
+    if missing:
+        raise ValueError(f"transactions lack column(s) {missing}; expected {REQUIRED_COLUMNS}")
+    when = pd.DatetimeIndex(transactions[TIME_COLUMN])
+    seconds = when.as_unit("s").asi8.astype(np.int64)
+    customer = transactions["CUSTOMER_ID"].to_numpy(np.int64)
+    terminal = transactions["TERMINAL_ID"].to_numpy(np.int64)
+    amount = transactions["TX_AMOUNT"].to_numpy(np.float64)
+    fraud = transactions[TARGET].to_numpy(np.float64)
+
+    columns: dict[str, NDArray[np.float64]] = {
+        "TX_DURING_WEEKEND": (when.weekday >= 5).astype(np.float64),
+        "TX_DURING_NIGHT": (when.hour <= params.night_last_hour).astype(np.float64),
+    }
+    columns |= _customer_windows(customer, seconds, amount, params.customer_windows_days)
+    columns |= _terminal_windows(
+        terminal, seconds, fraud, params.terminal_windows_days, params.label_delay_days
+    )
+    engineered = pd.DataFrame(columns, index=transactions.index)
+    result = pd.concat([transactions, engineered], axis=1)
+    result["TX_AMOUNT"] = result["TX_AMOUNT"].astype(np.float64)
+    return result

@@ -1,0 +1,1 @@
+"""The only modules with side effects: files on disk and the MLflow store."""

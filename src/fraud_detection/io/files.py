@@ -1,0 +1,111 @@
+"""Reading inputs with clear errors, and writing outputs atomically.
+
+Every output is written to a temporary name beside its target and renamed into place
+only once complete, so a stage that is killed halfway leaves either the previous file or
+nothing, never a truncated file a later stage could read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel
+
+from fraud_detection.errors import DataValidationError, MissingInputError, ParamsError
+from fraud_detection.params import Params, parse_params
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces ``target``, on error it is removed.
+
+    Works for files and directories (e.g. an MLflow model folder).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    temporary = staging / target.name
+    try:
+        yield temporary
+        if not temporary.exists():
+            raise RuntimeError(f"nothing was written for {target}")
+        if target.is_dir():
+            shutil.rmtree(target)
+        temporary.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_parquet(frame: pd.DataFrame, target: Path | str) -> None:
+    with atomic_path(target) as temporary:
+        frame.to_parquet(temporary, index=False)
+
+
+def write_json(payload: Any, target: Path | str) -> None:
+    if isinstance(payload, BaseModel):
+        text = payload.model_dump_json(indent=2)
+    else:
+        text = json.dumps(payload, indent=2, sort_keys=False, default=str)
+    write_text(text + "\n", target)
+
+
+def write_text(text: str, target: Path | str) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def read_parquet(path: Path | str, *, made_by: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(
+            f"{path} does not exist; it is made by the '{made_by}' stage: run `dvc repro {made_by}`"
+        )
+    return pd.read_parquet(path)
+
+
+def read_json(path: Path | str, *, made_by: str) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(
+            f"{path} does not exist; it is made by the '{made_by}' stage: run `dvc repro {made_by}`"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate params.yaml; errors name the file and the offending keys."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} not found; run the pipeline from the project root")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    return parse_params(raw, source=str(path))
+
+
+def read_csv_table(path: Path | str) -> pd.DataFrame:
+    """Read a user's CSV, turning the usual failures into actionable messages."""
+    path = Path(path)
+    if not path.exists():
+        raise DataValidationError(
+            f"CSV file {path} not found; put the file there or set data.csv.path in params.yaml"
+        )
+    if path.is_dir():
+        raise DataValidationError(f"data.csv.path {path} is a directory; point it at a .csv file")
+    if path.stat().st_size == 0:
+        raise DataValidationError(f"CSV file {path} is empty (0 bytes)")
+    try:
+        return pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise DataValidationError(f"CSV file {path} has no header and no rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataValidationError(f"CSV file {path} could not be parsed: {exc}") from None

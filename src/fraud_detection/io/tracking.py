@@ -1,0 +1,305 @@
+"""Everything that talks to MLflow lives here.
+
+Nothing happens at import time: :func:`connect` resolves the tracking URI (the
+``MLFLOW_TRACKING_URI`` environment variable, else a SQLite file in the project), checks
+that the store answers, and only then points MLflow at it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
+from sklearn.pipeline import Pipeline
+
+from fraud_detection.errors import TrackingError
+from fraud_detection.modeling import SKOPS_TRUSTED_TYPES
+from fraud_detection.schema import FeatureSchema
+
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+CHAMPION, CHALLENGER = "champion", "challenger"
+# Version tags the promotion rule reads back.
+TEST_AP_TAG = "test_average_precision"
+DATA_TAG = "data_fingerprint"
+# Packages the logged model needs at load time; versions are read from this environment.
+_MODEL_REQUIREMENTS = ["mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"]
+_BATCH = 900  # MLflow accepts up to 1000 metrics per batch call
+
+
+def tracking_uri(project_root: Path | str = ".") -> str:
+    explicit = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if explicit:
+        return explicit
+    return f"sqlite:///{(Path(project_root) / DEFAULT_DB).resolve()}"
+
+
+def _check_reachable(uri: str) -> None:
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({exc}); start it, fix "
+                "MLFLOW_TRACKING_URI, or unset it to use the local SQLite store"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(
+                f"MLflow store {uri}: folder {folder} does not exist or is not writable; "
+                "fix MLFLOW_TRACKING_URI or unset it to use the project's mlflow.db"
+            )
+
+
+def _point_at_store(project_root: Path | str) -> str:
+    uri = tracking_uri(project_root)
+    _check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    # Progress bars are carriage-return noise in CI logs; stage logs report progress.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return uri
+
+
+def connect(experiment_name: str, project_root: Path | str = ".") -> str:
+    """Point MLflow at the store and return the experiment id (created if needed)."""
+    uri = _point_at_store(project_root)
+    client = MlflowClient()
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        location = None
+        if uri.startswith("sqlite:"):
+            # Keep artifacts beside the database, whatever the working directory.
+            location = (Path(project_root) / DEFAULT_ARTIFACTS).resolve().as_uri()
+        return client.create_experiment(experiment_name, artifact_location=location)
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow store {uri} refused the request: {exc.message}") from None
+    except Exception as exc:  # database drivers raise their own types
+        raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
+
+
+def use_experiment(experiment_id: str, project_root: Path | str = ".") -> str:
+    """Point MLflow at the store and check that an earlier stage's experiment is there."""
+    uri = _point_at_store(project_root)
+    try:
+        MlflowClient().get_experiment(experiment_id)
+    except MlflowException:
+        raise TrackingError(
+            f"experiment {experiment_id} (made by the train stage) is not in MLflow store {uri}; "
+            "was MLFLOW_TRACKING_URI changed? Re-run `dvc repro --force train` with this store"
+        ) from None
+    except Exception as exc:
+        raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
+    return experiment_id
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """Nested params as MLflow params: ``train.cv.n_splits -> "4"``."""
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out |= flatten(f"{prefix}.{key}" if prefix else str(key), item)
+        return out
+    text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return {prefix: text[:6000]}
+
+
+def log_batch(
+    run_id: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    tags: Mapping[str, str] | None = None,
+    step: int = 0,
+) -> None:
+    client = MlflowClient()
+    stamp = int(pd.Timestamp.now().timestamp() * 1000)
+    metric_list = [Metric(k, float(v), stamp, step) for k, v in (metrics or {}).items()]
+    param_list = [Param(k, str(v)) for k, v in (params or {}).items()]
+    tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    for i in range(0, max(len(metric_list), len(param_list), len(tag_list), 1), _BATCH):
+        client.log_batch(
+            run_id,
+            metrics=metric_list[i : i + _BATCH],
+            params=param_list[i : i + _BATCH],
+            tags=tag_list[i : i + _BATCH],
+        )
+
+
+def start_run(
+    experiment_id: str,
+    name: str,
+    *,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    client = MlflowClient()
+    all_tags = dict(tags or {})
+    if parent_run_id is not None:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+    return str(run.info.run_id)
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    MlflowClient().set_terminated(run_id, status=status)
+
+
+def log_artifact(run_id: str, path: Path | str, folder: str | None = None) -> None:
+    MlflowClient().log_artifact(run_id, str(path), artifact_path=folder)
+
+
+def log_figure(run_id: str, figure: Any, name: str) -> None:
+    MlflowClient().log_figure(run_id, figure, name)
+
+
+def log_table(run_id: str, frame: pd.DataFrame, name: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        frame.to_csv(path, index=False)
+        MlflowClient().log_artifact(run_id, str(path))
+
+
+def signature(schema: FeatureSchema) -> ModelSignature:
+    """The MLflow signature, straight from the feature schema."""
+    inputs = Schema(
+        [
+            ColSpec("double" if feature.kind == "numeric" else "string", feature.name)
+            for feature in schema.features
+        ]
+    )
+    outputs = Schema([TensorSpec(np.dtype(np.float64), (-1, 2), "probabilities")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def pip_requirements(model: Pipeline) -> list[str]:
+    packages = list(_MODEL_REQUIREMENTS)
+    if any(type(step).__module__.startswith("xgboost") for _, step in model.steps):
+        packages.append("xgboost")
+    return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
+
+
+def _model_kwargs(
+    model: Pipeline,
+    schema: FeatureSchema,
+    example: pd.DataFrame,
+    metadata: dict[str, Any],
+    folder: str,
+) -> dict[str, Any]:
+    schema_path = Path(folder) / "feature_schema.json"
+    schema_path.write_text(schema.model_dump_json(indent=2), encoding="utf-8")
+    return {
+        "signature": signature(schema),
+        "input_example": example,
+        "pip_requirements": pip_requirements(model),
+        "pyfunc_predict_fn": "predict_proba",
+        "serialization_format": "skops",
+        "skops_trusted_types": SKOPS_TRUSTED_TYPES,
+        "metadata": metadata,
+        "extra_files": [str(schema_path)],
+    }
+
+
+def save_model(
+    model: Pipeline,
+    path: Path,
+    schema: FeatureSchema,
+    example: pd.DataFrame,
+    metadata: dict[str, Any],
+) -> None:
+    """Write the model as an MLflow model folder (the pipeline's own copy, tracked by DVC)."""
+    with tempfile.TemporaryDirectory() as folder:
+        mlflow.sklearn.save_model(
+            model, str(path), **_model_kwargs(model, schema, example, metadata, folder)
+        )
+
+
+def log_model(
+    run_id: str,
+    model: Pipeline,
+    schema: FeatureSchema,
+    example: pd.DataFrame,
+    metadata: dict[str, Any],
+) -> str:
+    """Log the fitted pipeline to ``run_id``; returns its model URI."""
+    with tempfile.TemporaryDirectory() as folder, mlflow.start_run(run_id=run_id):
+        info = mlflow.sklearn.log_model(
+            model, name="model", **_model_kwargs(model, schema, example, metadata, folder)
+        )
+    return str(info.model_uri)
+
+
+@dataclasses.dataclass(frozen=True)
+class Promotion:
+    name: str
+    version: str
+    alias: str
+    previous_version: str | None
+    previous_average_precision: float | None
+    message: str
+
+
+def register_and_promote(
+    model_uri: str, name: str, test_average_precision: float, data_fingerprint: str
+) -> Promotion:
+    """Register the model; it becomes ``champion`` only if it beats the current champion's
+    test average precision, otherwise ``challenger``. The message says which and why."""
+    client = MlflowClient()
+    current = _current_champion(client, name)
+    version = str(
+        mlflow.register_model(
+            model_uri,
+            name,
+            tags={TEST_AP_TAG: f"{test_average_precision:.6f}", DATA_TAG: data_fingerprint},
+        ).version
+    )
+    ap = test_average_precision
+    if current is None:
+        promotion = Promotion(name, version, CHAMPION, None, None, "")
+        message = f"{name} v{version} is the first champion (test AP {ap:.4f})"
+    elif TEST_AP_TAG not in current.tags:
+        promotion = Promotion(name, version, CHAMPION, current.version, None, "")
+        message = f"{name} v{version} replaces champion v{current.version}, which has no test AP"
+    else:
+        previous = float(current.tags[TEST_AP_TAG])
+        alias = CHAMPION if ap > previous else CHALLENGER
+        promotion = Promotion(name, version, alias, current.version, previous, "")
+        verb = "beats" if alias == CHAMPION else "does not beat"
+        message = (
+            f"{name} v{version} {verb} champion v{current.version} on test AP "
+            f"({ap:.4f} vs {previous:.4f}): alias '{alias}' -> v{version}"
+        )
+    if current is not None and current.tags.get(DATA_TAG) not in (None, data_fingerprint):
+        message += (
+            f" (note: v{current.version} was tested on other data, so the two average "
+            "precisions are not strictly comparable)"
+        )
+    client.set_registered_model_alias(name, promotion.alias, version)
+    return dataclasses.replace(promotion, message=message)
+
+
+def _current_champion(client: MlflowClient, name: str) -> Any:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None

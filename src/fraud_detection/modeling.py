@@ -1,0 +1,237 @@
+"""Candidate models: one fitted pipeline per (model, imbalance strategy, grid point).
+
+A candidate is an imbalanced-learn ``Pipeline``: preprocessing built from the feature
+schema, then an optional sampler, then the classifier. imbalanced-learn applies samplers
+only in ``fit``, so resampling happens inside training folds and never touches the rows
+a model is scored on. The model that ships drops the sampler (it does nothing at
+prediction time) and is a plain scikit-learn ``Pipeline``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import Pipeline as ImbPipeline
+from imblearn.under_sampling import RandomUnderSampler
+from pydantic import BaseModel, ConfigDict
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier
+from xgboost import XGBClassifier
+
+from fraud_detection.errors import CandidateError
+from fraud_detection.params import (
+    ModelKind,
+    ModelSpec,
+    SmoteParams,
+    Strategy,
+    TrainParams,
+    UndersampleParams,
+)
+from fraud_detection.schema import FeatureSchema
+
+# Types MLflow's skops serializer must be told to trust for the models built here: the
+# files are written by this pipeline and read back by its own service.
+# Keep this list next to the estimators it covers.
+SKOPS_TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",  # decision trees and random forests
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+]
+
+# Estimators that take class_weight; XGBoost gets scale_pos_weight instead.
+_CLASS_WEIGHT_KINDS = {"logistic_regression", "decision_tree", "random_forest"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the comparison: a model family, a strategy and its settings."""
+
+    model: str  # the key under train.models in params.yaml
+    kind: ModelKind
+    strategy: Strategy
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        """Model and strategy: one leaderboard row (and one MLflow child run)."""
+        return f"{self.model}/{self.strategy}"
+
+    @property
+    def label(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(self.settings.items()))
+        return f"{self.family}" + (f" [{shown}]" if shown else "")
+
+
+def candidates(params: TrainParams) -> list[Candidate]:
+    """Every (model, strategy, grid point) combination that params.yaml asks for."""
+    found: list[Candidate] = []
+    for name, spec in params.models.items():
+        for strategy in spec.strategies:
+            if strategy == "class_weight" and spec.kind not in _CLASS_WEIGHT_KINDS | {"xgboost"}:
+                raise CandidateError(
+                    f"train.models.{name}.strategies: '{spec.kind}' has no class weights; "
+                    "remove 'class_weight' from its strategies"
+                )
+            keys = sorted(spec.grid)
+            for values in itertools.product(*(spec.grid[k] for k in keys)):
+                settings = dict(zip(keys, values, strict=True))
+                found.append(Candidate(name, spec.kind, strategy, settings))
+    return found
+
+
+def preprocessor(schema: FeatureSchema) -> ColumnTransformer:
+    """Impute and scale numeric columns; impute and one-hot encode categorical ones."""
+    parts: list[tuple[str, Any, list[str]]] = []
+    if schema.numeric:
+        numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+        parts.append(("numeric", numeric, schema.numeric))
+    if schema.categorical:
+        categorical = make_pipeline(
+            SimpleImputer(strategy="most_frequent"),
+            OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+        )
+        parts.append(("categorical", categorical, schema.categorical))
+    return ColumnTransformer(parts, verbose_feature_names_out=False)
+
+
+def classifier(
+    candidate: Candidate, spec: ModelSpec, *, seed: int, positive_share: float
+) -> ClassifierMixin:
+    """The estimator for a candidate, with its class weighting if the strategy asks for it."""
+    weighted = candidate.strategy == "class_weight"
+    fixed = dict(spec.params)
+    estimator: BaseEstimator
+    if candidate.kind == "dummy":
+        estimator = DummyClassifier(strategy="prior")
+    elif candidate.kind == "logistic_regression":
+        estimator = LogisticRegression(max_iter=2000, random_state=seed)
+    elif candidate.kind == "decision_tree":
+        estimator = DecisionTreeClassifier(random_state=seed)
+    elif candidate.kind == "random_forest":
+        # One thread per fit: folds and candidates already run in parallel.
+        estimator = RandomForestClassifier(random_state=seed, n_jobs=1)
+    else:
+        estimator = XGBClassifier(
+            random_state=seed, n_jobs=1, tree_method="hist", eval_metric="aucpr"
+        )
+    if weighted and candidate.kind == "xgboost":
+        # Weight positives by the negative/positive ratio, XGBoost's class-weight knob.
+        fixed.setdefault("scale_pos_weight", (1 - positive_share) / positive_share)
+    elif weighted:
+        fixed.setdefault("class_weight", "balanced")
+    try:
+        estimator.set_params(**fixed, **candidate.settings)
+    except ValueError as exc:
+        raise CandidateError(
+            f"train.models.{candidate.model}: {exc}".split("Valid parameters")[0].strip()
+            + f"; check the params/grid keys of train.models.{candidate.model}"
+        ) from None
+    return estimator
+
+
+def sampler(strategy: Strategy, params: TrainParams) -> Any:
+    if strategy == "undersample":
+        return RandomUnderSampler(
+            sampling_strategy=params.undersample.sampling_strategy, random_state=params.seed
+        )
+    if strategy == "smote":
+        return SMOTE(
+            sampling_strategy=params.smote.sampling_strategy,
+            k_neighbors=params.smote.k_neighbors,
+            random_state=params.seed,
+        )
+    return None
+
+
+def build_pipeline(
+    candidate: Candidate,
+    params: TrainParams,
+    schema: FeatureSchema,
+    *,
+    positive_share: float,
+) -> ImbPipeline:
+    spec = params.models[candidate.model]
+    steps: list[tuple[str, Any]] = [("preprocess", preprocessor(schema))]
+    resampler = sampler(candidate.strategy, params)
+    if resampler is not None:
+        steps.append(("resample", resampler))
+    steps.append(
+        ("model", classifier(candidate, spec, seed=params.seed, positive_share=positive_share))
+    )
+    return ImbPipeline(steps)
+
+
+def inference_pipeline(fitted: ImbPipeline) -> Pipeline:
+    """The fitted steps without the sampler: a plain scikit-learn Pipeline to ship."""
+    return Pipeline([(name, step) for name, step in fitted.steps if name != "resample"])
+
+
+class Selection(BaseModel):
+    """What the train stage hands to evaluate: enough to rebuild the winner exactly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    kind: ModelKind
+    strategy: Strategy
+    settings: dict[str, Any]
+    label: str
+    model_spec: ModelSpec
+    seed: int
+    undersample: UndersampleParams
+    smote: SmoteParams
+    positive_share: float
+    cv_average_precision: float
+    experiment_id: str
+    parent_run_id: str
+
+    @classmethod
+    def of(
+        cls,
+        candidate: Candidate,
+        params: TrainParams,
+        *,
+        positive_share: float,
+        cv_average_precision: float,
+        experiment_id: str,
+        parent_run_id: str,
+    ) -> Selection:
+        return cls(
+            model=candidate.model,
+            kind=candidate.kind,
+            strategy=candidate.strategy,
+            settings=candidate.settings,
+            label=candidate.label,
+            model_spec=params.models[candidate.model],
+            seed=params.seed,
+            undersample=params.undersample,
+            smote=params.smote,
+            positive_share=positive_share,
+            cv_average_precision=cv_average_precision,
+            experiment_id=experiment_id,
+            parent_run_id=parent_run_id,
+        )
+
+    @property
+    def candidate(self) -> Candidate:
+        return Candidate(self.model, self.kind, self.strategy, dict(self.settings))
+
+    def unfitted_pipeline(self, schema: FeatureSchema) -> ImbPipeline:
+        recipe = TrainParams(
+            models={self.model: self.model_spec},
+            seed=self.seed,
+            undersample=self.undersample,
+            smote=self.smote,
+        )
+        return build_pipeline(self.candidate, recipe, schema, positive_share=self.positive_share)

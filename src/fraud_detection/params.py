@@ -1,0 +1,245 @@
+"""Typed view of ``params.yaml``: one section per pipeline stage.
+
+Every model rejects unknown keys, so a typo such as ``n_customer`` fails loudly with the
+key's full path instead of being silently ignored.  :func:`parse_params` takes an already
+parsed mapping (pure); reading the YAML file is the stage scripts' job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fraud_detection.errors import ParamsError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class Section(BaseModel):
+    """Base for every params section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class LargeAmountScenario(Section):
+    """Scenario 1: every transaction above ``threshold`` is fraud."""
+
+    enabled: bool = True
+    threshold: float = Field(220.0, gt=0)
+
+
+class CompromisedTerminalScenario(Section):
+    """Scenario 2: ``per_day`` terminals a day turn fraudulent for ``duration_days`` days."""
+
+    enabled: bool = True
+    per_day: NonNegativeInt = 2
+    duration_days: PositiveInt = 28
+
+
+class CompromisedCardScenario(Section):
+    """Scenario 3: ``per_day`` customers a day have a share of their spending inflated."""
+
+    enabled: bool = True
+    per_day: NonNegativeInt = 3
+    duration_days: PositiveInt = 14
+    share: float = Field(1 / 3, gt=0, le=1)
+    amount_multiplier: float = Field(5.0, gt=0)
+
+
+class FraudScenarios(Section):
+    large_amount: LargeAmountScenario = LargeAmountScenario()
+    compromised_terminals: CompromisedTerminalScenario = CompromisedTerminalScenario()
+    compromised_cards: CompromisedCardScenario = CompromisedCardScenario()
+
+
+class SimulatorParams(Section):
+    """The card-transaction simulator (see docs/dataset.md)."""
+
+    seed: NonNegativeInt = 42
+    n_customers: PositiveInt = 5000
+    n_terminals: PositiveInt = 10000
+    start_date: dt.date = dt.date(2018, 4, 1)
+    n_days: PositiveInt = 183
+    radius: float = Field(5.0, gt=0)
+    scenarios: FraudScenarios = FraudScenarios()
+
+
+class CsvParams(Section):
+    """Any CSV file with a binary target."""
+
+    path: str = "data/external/creditcard.csv"
+    target: str = "Class"
+    # The label that means "fraud". ``None`` accepts targets that are already 0/1.
+    positive_label: str | int | None = None
+    # A numeric or datetime column that orders rows in time; ``None`` means no time order.
+    time_column: str | None = None
+    # Columns that are neither features nor target (ids); kept out of the model.
+    drop_columns: list[str] = []
+    # Columns to treat as categorical even if they look numeric (e.g. codes).
+    categorical_columns: list[str] = []
+
+
+class DataParams(Section):
+    source: Literal["simulator", "csv"] = "simulator"
+    simulator: SimulatorParams = SimulatorParams()
+    csv: CsvParams = CsvParams()
+
+
+# ----------------------------------------------------------------------- features
+
+
+class FeatureParams(Section):
+    """Feature engineering for simulator data (CSV columns are used as they are)."""
+
+    customer_windows_days: list[PositiveInt] = [1, 7, 30]
+    terminal_windows_days: list[PositiveInt] = [1, 7, 30]
+    # Fraud labels become known this many days after a transaction (investigation time).
+    label_delay_days: NonNegativeInt = 7
+    # A transaction is "at night" when its hour is at most this value.
+    night_last_hour: Annotated[int, Field(ge=0, le=23)] = 6
+
+
+# -------------------------------------------------------------------------- split
+
+
+class SplitParams(Section):
+    """Time-ordered protocol for the simulator; a hold-out for CSV data."""
+
+    train_start: dt.date = dt.date(2018, 7, 25)
+    train_days: PositiveInt = 7
+    # Days between training and test: their labels are not yet known when the model ships.
+    delay_days: NonNegativeInt = 7
+    test_days: PositiveInt = 7
+    # Drop from the test set the cards whose fraud was already known (handbook protocol).
+    remove_known_compromised: bool = True
+    # For CSV data: the share of rows held out (the latest rows if a time column is set).
+    test_size: float = Field(0.2, gt=0, lt=1)
+    seed: NonNegativeInt = 42
+
+
+# -------------------------------------------------------------------------- train
+
+ModelKind = Literal["dummy", "logistic_regression", "decision_tree", "random_forest", "xgboost"]
+Strategy = Literal["none", "class_weight", "undersample", "smote"]
+
+
+class ModelSpec(Section):
+    """One model family: fixed estimator params, a small grid, the imbalance strategies."""
+
+    kind: ModelKind
+    params: dict[str, Any] = {}
+    grid: dict[str, list[Any]] = {}
+    strategies: list[Strategy] = ["none"]
+
+    @model_validator(mode="after")
+    def _grid_is_usable(self) -> ModelSpec:
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{key} is an empty list; give at least one value")
+            if key in self.params:
+                raise ValueError(f"'{key}' is in both params and grid; keep it in one")
+        if not self.strategies:
+            raise ValueError("strategies is empty; use [none] for no imbalance handling")
+        return self
+
+
+class CrossValidationParams(Section):
+    # "time" keeps folds in time order (train on the past, validate on the future);
+    # "stratified" shuffles; "auto" picks "time" when the data has a time order.
+    scheme: Literal["auto", "time", "stratified"] = "auto"
+    n_splits: Annotated[int, Field(ge=2)] = 4
+    # Rows left out between a time fold's training and validation blocks.
+    gap: NonNegativeInt = 0
+
+
+class UndersampleParams(Section):
+    # Minority/majority ratio after resampling (1.0 = balanced).
+    sampling_strategy: float = Field(1.0, gt=0, le=1)
+
+
+class SmoteParams(Section):
+    sampling_strategy: float = Field(0.5, gt=0, le=1)
+    k_neighbors: PositiveInt = 5
+
+
+class TrainParams(Section):
+    experiment_name: str = "fraud-detection"
+    seed: NonNegativeInt = 42
+    # Parallel fits; -1 uses every core.
+    n_jobs: int = -1
+    cv: CrossValidationParams = CrossValidationParams()
+    # Threshold for the F1/precision/recall columns of the leaderboard.
+    cv_threshold: float = Field(0.5, gt=0, lt=1)
+    undersample: UndersampleParams = UndersampleParams()
+    smote: SmoteParams = SmoteParams()
+    models: dict[str, ModelSpec]
+
+    @model_validator(mode="after")
+    def _has_models(self) -> TrainParams:
+        if not self.models:
+            raise ValueError("models is empty; list at least one model to compare")
+        return self
+
+
+# ----------------------------------------------------------------------- evaluate
+
+
+class ThresholdParams(Section):
+    # max_f1: the threshold with the best F1 on out-of-fold predictions;
+    # min_cost: the one with the lowest expected cost given the two error costs.
+    rule: Literal["max_f1", "min_cost"] = "max_f1"
+    cost_false_positive: float = Field(1.0, ge=0)
+    cost_false_negative: float = Field(10.0, ge=0)
+
+
+class EvaluateParams(Section):
+    registered_model_name: str = Field("fraud-detector", min_length=1)
+    threshold: ThresholdParams = ThresholdParams()
+    # Cards per day for card precision top-k (CP@k), simulator data only.
+    top_k_cards: PositiveInt = 100
+    permutation_repeats: PositiveInt = 5
+    # Permutation importance runs on a stratified sample of at most this many test rows.
+    permutation_max_rows: PositiveInt = 20000
+
+
+# ------------------------------------------------------------------------ the file
+
+
+class Params(Section):
+    data: DataParams = DataParams()
+    features: FeatureParams = FeatureParams()
+    split: SplitParams = SplitParams()
+    train: TrainParams
+    evaluate: EvaluateParams = EvaluateParams()
+
+
+def parse_params(raw: Mapping[str, Any] | None, *, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping, turning pydantic errors into one readable message."""
+    if raw is None:
+        raise ParamsError(f"{source} is empty; it needs at least a 'train' section")
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(format_validation_error(exc, source)) from None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source} is invalid ({exc.error_count()} problem(s)):"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  - {key}: unknown key; check its spelling against params.yaml")
+        else:
+            given = error.get("input")
+            shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+            lines.append(f"  - {key}: {error['msg']}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,114 @@
+"""Evaluation figures and the curve tables behind them (for DVC plots).
+
+Figures are built with matplotlib's object API (``Figure``), so nothing here touches
+pyplot's global state or needs a display; callers decide where to save them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
+    precision_recall_curve,
+    roc_curve,
+)
+
+MAX_CURVE_POINTS = 400
+
+
+def _figure(width: float = 5.5, height: float = 4.5) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def precision_recall_figure(
+    y_true: ArrayLike, proba: ArrayLike, threshold: float, title: str
+) -> Figure:
+    figure = _figure()
+    axes = figure.add_subplot()
+    PrecisionRecallDisplay.from_predictions(
+        y_true, proba, ax=axes, name="model", plot_chance_level=True
+    )
+    flagged = np.asarray(proba) >= threshold
+    y = np.asarray(y_true)
+    if flagged.any():
+        precision = y[flagged].mean()
+        recall = y[flagged].sum() / max(y.sum(), 1)
+        axes.plot(recall, precision, "o", color="crimson", label=f"threshold {threshold:.3f}")
+    axes.set_title(title)
+    axes.legend(loc="upper right")
+    return figure
+
+
+def roc_figure(y_true: ArrayLike, proba: ArrayLike, title: str) -> Figure:
+    figure = _figure()
+    axes = figure.add_subplot()
+    RocCurveDisplay.from_predictions(y_true, proba, ax=axes, name="model", plot_chance_level=True)
+    axes.set_title(title)
+    return figure
+
+
+def confusion_figure(matrix: np.ndarray, threshold: float) -> Figure:
+    figure = _figure(4.5, 4.0)
+    axes = figure.add_subplot()
+    ConfusionMatrixDisplay(matrix, display_labels=["genuine", "fraud"]).plot(
+        ax=axes, values_format="d", colorbar=False
+    )
+    axes.set_title(f"Test confusion matrix at threshold {threshold:.3f}")
+    return figure
+
+
+def calibration_figure(y_true: ArrayLike, proba: ArrayLike, title: str) -> Figure:
+    figure = _figure()
+    axes = figure.add_subplot()
+    # Quantile bins: with rare fraud, uniform bins leave the upper range almost empty.
+    CalibrationDisplay.from_predictions(
+        y_true, proba, n_bins=10, strategy="quantile", ax=axes, name="model"
+    )
+    axes.set_title(title)
+    return figure
+
+
+def importance_figure(importance: pd.DataFrame) -> Figure:
+    """Bars of permutation importance (mean drop in AP) with their spread."""
+    ordered = importance.sort_values("importance_mean")
+    figure = _figure(6.5, 0.3 * len(ordered) + 1.5)
+    axes = figure.add_subplot()
+    axes.barh(
+        ordered["feature"],
+        ordered["importance_mean"],
+        xerr=ordered["importance_std"],
+        color="steelblue",
+    )
+    axes.set_xlabel("drop in average precision when the feature is shuffled")
+    axes.set_title("Permutation importance on the test set")
+    return figure
+
+
+def _thin(frame: pd.DataFrame) -> pd.DataFrame:
+    if len(frame) <= MAX_CURVE_POINTS:
+        return frame
+    keep = np.unique(np.linspace(0, len(frame) - 1, MAX_CURVE_POINTS).astype(int))
+    return frame.iloc[keep].reset_index(drop=True)
+
+
+def precision_recall_table(y_true: ArrayLike, proba: ArrayLike) -> pd.DataFrame:
+    precision, recall, _ = precision_recall_curve(y_true, proba)
+    return _thin(pd.DataFrame({"recall": recall, "precision": precision}).round(5))
+
+
+def roc_table(y_true: ArrayLike, proba: ArrayLike) -> pd.DataFrame:
+    fpr, tpr, _ = roc_curve(y_true, proba)
+    return _thin(pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(5))
+
+
+def calibration_table(y_true: ArrayLike, proba: ArrayLike, bins: int = 10) -> pd.DataFrame:
+    frame = pd.DataFrame({"y": np.asarray(y_true), "p": np.asarray(proba)})
+    frame["bin"] = pd.qcut(frame["p"].rank(method="first"), bins, labels=False)
+    table = frame.groupby("bin").agg(mean_predicted=("p", "mean"), fraction_fraud=("y", "mean"))
+    return table.reset_index(drop=True).round(5)

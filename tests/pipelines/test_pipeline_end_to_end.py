@@ -1,0 +1,194 @@
+"""The real pipeline, end to end: `dvc repro` with tiny params, a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tests.pipelines.conftest import TINY_OVERRIDES, Project
+
+pytestmark = pytest.mark.slow
+
+FAMILIES = {
+    "dummy/none",
+    "logreg/none",
+    "logreg/class_weight",
+    "tree/smote",
+    "forest/undersample",
+    "boost/class_weight",
+}
+MODEL_NAME = TINY_OVERRIDES["evaluate"]["registered_model_name"]
+
+
+def test_leaderboard_ranks_every_model_and_strategy(tiny_project: Project) -> None:
+    board = pd.read_csv(tiny_project.path("reports/train/leaderboard.csv"))
+    assert set(board["model"] + "/" + board["strategy"]) == FAMILIES
+    assert list(board["rank"]) == list(range(1, len(FAMILIES) + 1))
+    assert board["average_precision_mean"].is_monotonic_decreasing
+    # The dummy model ranks by the prior alone: it must lose to every real model.
+    assert board.iloc[-1]["model"] == "dummy"
+    markdown = tiny_project.path("reports/train/leaderboard.md").read_text()
+    assert "| rank" in markdown and "forest" in markdown
+
+
+def test_metrics_file_holds_test_period_metrics(tiny_project: Project) -> None:
+    metrics = json.loads(tiny_project.path("reports/evaluate/metrics.json").read_text())
+    for key in ("average_precision", "roc_auc", "f1", "precision", "recall", "brier"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["average_precision"] > 0.2  # far above the ~1% fraud share
+    assert 0.0 < metrics["threshold"] < 1.0
+    assert 0.0 <= metrics["card_precision_top_100"] <= 1.0
+    shown = tiny_project.run("dvc", "metrics", "show", "--json").stdout
+    assert "average_precision" in shown
+
+
+def test_champion_alias_serves_probabilities(tiny_project: Project) -> None:
+    mlflow.set_tracking_uri(tiny_project.tracking_uri)
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert champion.version == "1"
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    schema = json.loads(tiny_project.path("data/features/schema.json").read_text())
+    test = pd.read_parquet(tiny_project.path("data/split/test.parquet"))
+    names = [feature["name"] for feature in schema["features"]]
+    proba = np.asarray(model.predict(test[names].head(50)))
+    assert proba.shape == (50, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert ((proba >= 0) & (proba <= 1)).all()
+    metadata = model.metadata.metadata
+    assert metadata is not None and 0 < metadata["threshold"] < 1
+
+
+def test_model_carries_the_feature_schema(tiny_project: Project) -> None:
+    folder = tiny_project.path("models/model")
+    carried = json.loads((folder / "extra_files/feature_schema.json").read_text())
+    written = json.loads(tiny_project.path("data/features/schema.json").read_text())
+    assert carried == written
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    inputs = json.loads(mlmodel["signature"]["inputs"])
+    assert [column["name"] for column in inputs] == [f["name"] for f in written["features"]]
+    assert mlmodel["flavors"]["python_function"]["predict_fn"] == "predict_proba"
+
+
+def test_mlflow_has_a_parent_run_with_a_child_per_candidate(tiny_project: Project) -> None:
+    mlflow.set_tracking_uri(tiny_project.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(TINY_OVERRIDES["train"]["experiment_name"])
+    assert experiment is not None
+    runs = mlflow.search_runs([experiment.experiment_id], output_format="pandas")
+    assert isinstance(runs, pd.DataFrame)
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert len(parents) == 1
+    parent = parents.iloc[0]
+    for tag in ("git_commit", "params_fingerprint", "data_fingerprint"):
+        assert isinstance(parent[f"tags.{tag}"], str) and parent[f"tags.{tag}"], tag
+    assert len(parent["tags.git_commit"]) == 40
+    children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+    names = set(children["tags.mlflow.runName"])
+    assert FAMILIES <= names
+    assert any(name.startswith("evaluate ") for name in names)
+    assert parent["metrics.test_average_precision"] > 0
+
+
+def test_second_repro_does_nothing(tiny_project: Project) -> None:
+    started = time.perf_counter()
+    output = tiny_project.run("dvc", "repro").stdout
+    assert output.count("didn't change, skipping") == 5, output
+    assert time.perf_counter() - started < 30
+
+
+def test_plots_render(tiny_project: Project) -> None:
+    tiny_project.run("dvc", "plots", "show")
+    html = tiny_project.path("dvc_plots/index.html").read_text()
+    assert "precision_recall" in html and "roc" in html
+
+
+def test_experiment_with_a_changed_param(tiny_project: Project) -> None:
+    tiny_project.run("git", "add", "-A")
+    tiny_project.run("git", "commit", "-q", "-m", "first run")
+    result = tiny_project.run("dvc", "exp", "run", "-S", "train.cv_threshold=0.3")
+    assert "Running stage 'train'" in result.stdout
+    shown = tiny_project.run("dvc", "exp", "show", "--json").stdout
+    assert "0.3" in shown
+
+
+def test_rerun_that_does_not_improve_becomes_challenger(tiny_project: Project) -> None:
+    tiny_project.run("dvc", "repro", "--force", "--single-item", "evaluate")
+    mlflow.set_tracking_uri(tiny_project.tracking_uri)
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    latest = max(int(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'"))
+    challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger")
+    # Same data and model: the same AP does not beat the champion.
+    assert challenger.version == str(latest)
+    assert champion.version != challenger.version
+
+
+def test_unreachable_tracking_server_is_a_clear_error(tiny_project: Project) -> None:
+    result = tiny_project.run(
+        "python",
+        "-m",
+        "pipelines.train",
+        check=False,
+        env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "http://127.0.0.1:9 is unreachable" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_bad_params_name_the_key_and_change_nothing(tiny_project: Project) -> None:
+    params_file = tiny_project.path("params.yaml")
+    original = params_file.read_text()
+    before = tiny_project.path("reports/evaluate/metrics.json").read_bytes()
+    broken = yaml.safe_load(original)
+    broken["train"]["cv"]["n_split"] = 3
+    try:
+        tiny_project.write_params(broken)
+        result = tiny_project.run("dvc", "repro", check=False)
+        assert result.returncode != 0
+        assert "train.cv.n_split: unknown key" in result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        assert tiny_project.path("reports/evaluate/metrics.json").read_bytes() == before
+    finally:
+        params_file.write_text(original)
+
+
+def test_killed_stage_leaves_nothing_a_later_stage_could_read(tiny_project: Project) -> None:
+    """SIGKILL `train` mid-way: its outputs are gone (DVC removed them), not half-written,
+    and `evaluate` refuses to run with a message that says what to do."""
+    process = subprocess.Popen(
+        ["dvc", "repro", "--force", "--single-item", "train"],
+        cwd=tiny_project.root,
+        env=tiny_project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if " fit " in line:  # cross-validation has started
+            break
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not tiny_project.path("models/selection.json").exists()
+    assert not tiny_project.path("models/out_of_fold.parquet").exists()
+    result = tiny_project.run("python", "-m", "pipelines.evaluate", check=False)
+    assert result.returncode == 1
+    assert "run `dvc repro train`" in result.stdout
+    status = tiny_project.run("dvc", "status").stdout
+    assert "train" in status
+    # The pipeline recovers: a repro re-runs what is missing.
+    tiny_project.run("dvc", "repro")
+    assert tiny_project.path("models/selection.json").exists()
