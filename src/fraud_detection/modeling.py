@@ -9,6 +9,7 @@ prediction time) and is a plain scikit-learn ``Pipeline``.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,14 +131,21 @@ def classifier(
         fixed.setdefault("scale_pos_weight", (1 - positive_share) / positive_share)
     elif weighted:
         fixed.setdefault("class_weight", "balanced")
-    try:
-        estimator.set_params(**fixed, **candidate.settings)
-    except ValueError as exc:
-        raise CandidateError(
-            f"train.models.{candidate.model}: {exc}".split("Valid parameters")[0].strip()
-            + f"; check the params/grid keys of train.models.{candidate.model}"
-        ) from None
+    _check_parameter_names(estimator, {**fixed, **candidate.settings}, candidate.model)
+    estimator.set_params(**fixed, **candidate.settings)
     return estimator
+
+
+def _check_parameter_names(estimator: BaseEstimator, given: dict[str, Any], model: str) -> None:
+    """Reject unknown estimator parameters up front (XGBoost would silently accept them)."""
+    known = set(estimator.get_params())
+    for name in sorted(set(given) - known):
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise CandidateError(
+            f"train.models.{model}: '{name}' is not a parameter of "
+            f"{type(estimator).__name__}{hint} (check its params and grid keys)"
+        )
 
 
 def sampler(strategy: Strategy, params: TrainParams) -> Any:

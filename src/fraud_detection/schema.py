@@ -88,10 +88,11 @@ def check_frame(frame: pd.DataFrame, schema: FeatureSchema, *, with_target: bool
         if name in frame.columns and not pd.api.types.is_numeric_dtype(frame[name]):
             problems.append(f"column '{name}' should be numeric, found dtype {frame[name].dtype}")
     if with_target and schema.target in frame.columns:
-        values = set(pd.unique(frame[schema.target]))
+        values = set(pd.unique(frame[schema.target]).tolist())
         if not values <= {0, 1}:
+            shown = sorted(map(str, values))[:5]
             problems.append(
-                f"target '{schema.target}' must be 0/1 after ingestion, found {sorted(values)[:5]}"
+                f"target '{schema.target}' must be 0/1 after ingestion, found {shown}"
             )
     if problems:
         raise SchemaMismatchError("; ".join(problems))

@@ -114,10 +114,11 @@ def make_folds(
                 "train.cv.n_splits or lengthen the training period"
             )
         if train_positives < min_train_positives:
+            why = " (SMOTE's k_neighbors + 1)" if min_train_positives > 1 else ""
+            fix = " or train.smote.k_neighbors" if min_train_positives > 1 else ""
             raise DataValidationError(
                 f"{scheme} fold {number} trains on {train_positives} fraud(s); at least "
-                f"{min_train_positives} are needed (SMOTE's k_neighbors + 1). Lower "
-                "train.cv.n_splits or train.smote.k_neighbors"
+                f"{min_train_positives} are needed{why}. Lower train.cv.n_splits{fix}"
             )
         folds.append((train_rows.astype(np.int64), validation_rows.astype(np.int64)))
     return folds

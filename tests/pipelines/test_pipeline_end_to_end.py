@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.pipelines.conftest import TINY_OVERRIDES, Project
+from tests.pipelines.project import TINY_OVERRIDES, Project
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,8 @@ def test_leaderboard_ranks_every_model_and_strategy(tiny_project: Project) -> No
     # The dummy model ranks by the prior alone: it must lose to every real model.
     assert board.iloc[-1]["model"] == "dummy"
     markdown = tiny_project.path("reports/train/leaderboard.md").read_text()
-    assert "| rank" in markdown and "forest" in markdown
+    assert re.search(r"^\|\s+rank\s+\|\s+model", markdown, re.MULTILINE)
+    assert "forest" in markdown
 
 
 def test_metrics_file_holds_test_period_metrics(tiny_project: Project) -> None:
@@ -56,7 +58,7 @@ def test_champion_alias_serves_probabilities(tiny_project: Project) -> None:
     mlflow.set_tracking_uri(tiny_project.tracking_uri)
     client = MlflowClient()
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     schema = json.loads(tiny_project.path("data/features/schema.json").read_text())
     test = pd.read_parquet(tiny_project.path("data/split/test.parquet"))
@@ -66,7 +68,8 @@ def test_champion_alias_serves_probabilities(tiny_project: Project) -> None:
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert ((proba >= 0) & (proba <= 1)).all()
     metadata = model.metadata.metadata
-    assert metadata is not None and 0 < metadata["threshold"] < 1
+    assert metadata is not None
+    assert 0 < metadata["threshold"] < 1
 
 
 def test_model_carries_the_feature_schema(tiny_project: Project) -> None:
@@ -90,11 +93,11 @@ def test_mlflow_has_a_parent_run_with_a_child_per_candidate(tiny_project: Projec
     assert len(parents) == 1
     parent = parents.iloc[0]
     for tag in ("git_commit", "params_fingerprint", "data_fingerprint"):
-        assert isinstance(parent[f"tags.{tag}"], str) and parent[f"tags.{tag}"], tag
+        assert len(str(parent[f"tags.{tag}"])) >= 16, tag
     assert len(parent["tags.git_commit"]) == 40
     children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
     names = set(children["tags.mlflow.runName"])
-    assert FAMILIES <= names
+    assert names >= FAMILIES
     assert any(name.startswith("evaluate ") for name in names)
     assert parent["metrics.test_average_precision"] > 0
 
@@ -109,7 +112,8 @@ def test_second_repro_does_nothing(tiny_project: Project) -> None:
 def test_plots_render(tiny_project: Project) -> None:
     tiny_project.run("dvc", "plots", "show")
     html = tiny_project.path("dvc_plots/index.html").read_text()
-    assert "precision_recall" in html and "roc" in html
+    assert "precision_recall" in html
+    assert "roc" in html
 
 
 def test_experiment_with_a_changed_param(tiny_project: Project) -> None:
@@ -129,7 +133,7 @@ def test_rerun_that_does_not_improve_becomes_challenger(tiny_project: Project) -
     latest = max(int(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'"))
     challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger")
     # Same data and model: the same AP does not beat the champion.
-    assert challenger.version == str(latest)
+    assert int(challenger.version) == latest
     assert champion.version != challenger.version
 
 

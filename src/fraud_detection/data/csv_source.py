@@ -47,8 +47,10 @@ def prepare_csv(frame: pd.DataFrame, params: CsvParams) -> tuple[pd.DataFrame, D
             clean[column] = _as_numbers(frame[column], column)
             numeric.append(column)
     passthrough = [c for c in params.drop_columns if c in frame.columns]
-    for column in passthrough + ([params.time_column] if params.time_column else []):
+    for column in passthrough:
         clean[column] = frame[column]
+    if params.time_column:
+        clean[params.time_column] = _time_order(frame[params.time_column], params.time_column)
     clean[params.target] = target
     positives = int(target.sum())
     info = DatasetInfo(
@@ -164,6 +166,26 @@ def _as_numbers(column: pd.Series, name: str) -> pd.Series:
 def _as_category_strings(column: pd.Series) -> pd.Series:
     # Missing stays missing (the model imputes it); everything else becomes text.
     return column.astype("string").astype(object).where(column.notna(), None)
+
+
+def _time_order(column: pd.Series, name: str) -> pd.Series:
+    """The time column as numbers or datetimes, so that sorting it sorts by time."""
+    if column.isna().any():
+        raise DataValidationError(
+            f"time column '{name}' is empty in {int(column.isna().sum())} row(s) "
+            f"(CSV lines {_row_numbers(column.isna())}); fill them or set data.csv.time_column: null"
+        )
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+        return column
+    parsed = pd.to_datetime(column, errors="coerce")
+    bad = parsed.isna()
+    if bad.any():
+        raise DataValidationError(
+            f"time column '{name}' has values that are neither numbers nor dates (CSV lines "
+            f"{_row_numbers(bad)}: {_show(pd.unique(column[bad]))}); fix them or set "
+            "data.csv.time_column: null"
+        )
+    return parsed
 
 
 def _row_numbers(mask: pd.Series, limit: int = 5) -> str:

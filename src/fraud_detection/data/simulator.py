@@ -220,27 +220,31 @@ def simulate(
 ) -> pd.DataFrame:
     """Transactions for ``days`` (day indices from ``params.start_date``; default: all).
 
-    A later range continues the same world: fraud that started before ``days.start`` and
-    still runs (a compromised terminal, a leaked card) carries over.
+    A day's transactions and labels do not depend on the range asked for: fraud that
+    started before ``days.start`` and still runs (a compromised terminal, a leaked card)
+    carries over, and a card leaked near ``days.stop`` has its share of fraud drawn from
+    its whole leak period, as in a longer simulation.
     """
     days = days if days is not None else range(params.n_days)
     world = make_world(params)
+    scenarios = params.scenarios
     longest = max(
-        params.scenarios.compromised_terminals.duration_days,
-        params.scenarios.compromised_cards.duration_days,
+        scenarios.compromised_terminals.duration_days, scenarios.compromised_cards.duration_days
     )
-    # Generate the days whose draws still act inside ``days`` too, then keep only ``days``.
+    # Draws from earlier days still act inside ``days``; leaked-card periods that start
+    # inside ``days`` run past its end. Generate both margins, then keep only ``days``.
     first = max(0, days.start - longest)
-    generated = range(first, days.stop)
+    draw_days = range(first, days.stop)
+    generated = range(first, days.stop + scenarios.compromised_cards.duration_days - 1)
     parts = []
     for i, day in enumerate(generated, start=1):
         parts.append(_one_day(world, params.seed, day, _ordinal(params, day)))
         if progress is not None:
             progress(i, len(generated))
     tx = _concat(parts)
-    fraud, scenario, amount = _label(tx, world, params, generated)
+    fraud, scenario, amount = _label(tx, world, params, draw_days)
 
-    keep = tx.day >= days.start
+    keep = (tx.day >= days.start) & (tx.day < days.stop)
     order = np.argsort(tx.seconds[keep], kind="stable")
     seconds = tx.seconds[keep][order]
     start = pd.Timestamp(params.start_date)
@@ -258,8 +262,3 @@ def simulate(
         }
     )
     return frame
-
-
-def end_date(params: SimulatorParams) -> dt.date:
-    """The first day after the simulated period."""
-    return params.start_date + dt.timedelta(days=params.n_days)

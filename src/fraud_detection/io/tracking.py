@@ -270,7 +270,8 @@ def register_and_promote(
         mlflow.register_model(
             model_uri,
             name,
-            tags={TEST_AP_TAG: f"{test_average_precision:.6f}", DATA_TAG: data_fingerprint},
+            # repr round-trips exactly: a rerun with the same AP must not "beat" itself.
+            tags={TEST_AP_TAG: repr(test_average_precision), DATA_TAG: data_fingerprint},
         ).version
     )
     ap = test_average_precision
