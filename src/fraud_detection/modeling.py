@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline as ImbPipeline
 from imblearn.under_sampling import RandomUnderSampler
@@ -148,14 +150,38 @@ def _check_parameter_names(estimator: BaseEstimator, given: dict[str, Any], mode
         )
 
 
+@dataclass(frozen=True)
+class ResamplingTarget:
+    """A sampler's ``sampling_strategy``, worked out on each fold's own labels.
+
+    Oversampling grows the minority to ``ratio`` x the majority; undersampling shrinks the
+    majority to the minority / ``ratio``. A fold that is already more balanced than that
+    is left as it is (a fixed float ratio would make imbalanced-learn raise instead).
+    """
+
+    ratio: float
+    oversample: bool
+
+    def __call__(self, y: Any) -> dict[int, int]:
+        labels = np.asarray(y)
+        positives = int(labels.sum())
+        minority_label = 1 if 2 * positives <= len(labels) else 0
+        minority = min(positives, len(labels) - positives)
+        majority = len(labels) - minority
+        if self.oversample:
+            return {minority_label: max(minority, math.ceil(self.ratio * majority))}
+        return {1 - minority_label: min(majority, math.floor(minority / self.ratio))}
+
+
 def sampler(strategy: Strategy, params: TrainParams) -> Any:
     if strategy == "undersample":
         return RandomUnderSampler(
-            sampling_strategy=params.undersample.sampling_strategy, random_state=params.seed
+            sampling_strategy=ResamplingTarget(params.undersample.sampling_strategy, False),
+            random_state=params.seed,
         )
     if strategy == "smote":
         return SMOTE(
-            sampling_strategy=params.smote.sampling_strategy,
+            sampling_strategy=ResamplingTarget(params.smote.sampling_strategy, True),
             k_neighbors=params.smote.k_neighbors,
             random_state=params.seed,
         )

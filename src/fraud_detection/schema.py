@@ -91,9 +91,7 @@ def check_frame(frame: pd.DataFrame, schema: FeatureSchema, *, with_target: bool
         values = set(pd.unique(frame[schema.target]).tolist())
         if not values <= {0, 1}:
             shown = sorted(map(str, values))[:5]
-            problems.append(
-                f"target '{schema.target}' must be 0/1 after ingestion, found {shown}"
-            )
+            problems.append(f"target '{schema.target}' must be 0/1 after ingestion, found {shown}")
     if problems:
         raise SchemaMismatchError("; ".join(problems))
 

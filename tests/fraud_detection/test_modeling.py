@@ -21,6 +21,7 @@ from fraud_detection.errors import CandidateError
 from fraud_detection.io.files import load_params
 from fraud_detection.modeling import (
     Candidate,
+    ResamplingTarget,
     Selection,
     build_pipeline,
     candidates,
@@ -209,6 +210,38 @@ def test_unknown_xgboost_param_names_the_model():
 # ------------------------------------------------------------------- pipelines
 
 
+@pytest.mark.parametrize(
+    ("positives", "negatives", "ratio", "oversample", "expected"),
+    [
+        (10, 990, 0.1, True, {1: 99}),  # grow the frauds to 10% of the genuine rows
+        (10, 990, 0.1, False, {0: 100}),  # or shrink the genuine rows to 10 / 0.1
+        (200, 800, 0.1, True, {1: 200}),  # already more balanced: left as it is
+        (200, 800, 0.1, False, {0: 800}),
+        (900, 100, 0.5, True, {0: 450}),  # the minority is whichever class is rarer
+    ],
+)
+def test_resampling_target_works_on_each_folds_labels(
+    positives, negatives, ratio, oversample, expected
+):
+    y = np.array([1] * positives + [0] * negatives)
+    assert ResamplingTarget(ratio, oversample)(y) == expected
+
+
+def test_resampling_a_fold_more_balanced_than_asked_does_not_fail():
+    """A fixed float ratio below the data's own makes imbalanced-learn raise."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = (rng.random(400) < 0.3).astype(int)  # 30% minority, ratio 0.43 > the 0.1 asked
+    params = train_params(
+        {"m": {"kind": "dummy"}},
+        smote=SmoteParams(sampling_strategy=0.1),
+        undersample=UndersampleParams(sampling_strategy=0.1),
+    )
+    for strategy in ("smote", "undersample"):
+        _, resampled_y = sampler(strategy, params).fit_resample(X, y)
+        np.testing.assert_array_equal(np.bincount(resampled_y), np.bincount(y))
+
+
 def test_samplers_follow_the_strategy():
     params = train_params(
         {"m": {"kind": "dummy"}},
@@ -218,12 +251,12 @@ def test_samplers_follow_the_strategy():
     )
     under = sampler("undersample", params)
     assert isinstance(under, RandomUnderSampler)
-    assert under.get_params()["sampling_strategy"] == 0.4
+    assert under.get_params()["sampling_strategy"] == ResamplingTarget(0.4, oversample=False)
     assert under.get_params()["random_state"] == 11
     smote = sampler("smote", params)
     assert isinstance(smote, SMOTE)
     assert smote.get_params()["k_neighbors"] == 2
-    assert smote.get_params()["sampling_strategy"] == 0.3
+    assert smote.get_params()["sampling_strategy"] == ResamplingTarget(0.3, oversample=True)
     assert sampler("none", params) is None
     assert sampler("class_weight", params) is None
 

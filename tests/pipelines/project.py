@@ -116,6 +116,7 @@ class Project:
 
 
 def make_project(root: Path, params: dict[str, Any]) -> Project:
+    root.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy2(REPO / name, root / name)
     for folder in ("pipelines", "src"):

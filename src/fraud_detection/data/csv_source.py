@@ -173,7 +173,8 @@ def _time_order(column: pd.Series, name: str) -> pd.Series:
     if column.isna().any():
         raise DataValidationError(
             f"time column '{name}' is empty in {int(column.isna().sum())} row(s) "
-            f"(CSV lines {_row_numbers(column.isna())}); fill them or set data.csv.time_column: null"
+            f"(CSV lines {_row_numbers(column.isna())}); fill them or set "
+            "data.csv.time_column: null"
         )
     if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
         return column
