@@ -72,15 +72,33 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, value
 
 
+# Runs a command and reports its wall time and peak memory. A fresh, small interpreter
+# does the measuring: a child forked straight from this (large) process would report
+# this process's memory as its own peak.
+_MEASURE = """
+import resource, subprocess, sys, time
+started = time.perf_counter()
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(time.perf_counter() - started, peak)
+sys.exit(code)
+"""
+
+
 def run_measured(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and peak resident memory (MB) of one child process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed in {cwd}")
-    return seconds, usage.ru_maxrss / 1024
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed in {cwd}: {result.stderr[-2000:]}")
+    seconds, peak_kb = result.stdout.split()
+    return float(seconds), float(peak_kb) / 1024
 
 
 # ------------------------------------------------------------------------------ repro
