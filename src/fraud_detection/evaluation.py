@@ -86,10 +86,13 @@ def confusion(y_true: ArrayLike, proba: ArrayLike, threshold: float) -> NDArray[
 
 
 def error_costs(matrix: NDArray[np.int64], params: ThresholdParams) -> dict[str, float]:
+    """The confusion matrix's four counts and what the two kinds of error cost."""
     false_positives, false_negatives = int(matrix[0, 1]), int(matrix[1, 0])
     return {
+        "true_negatives": int(matrix[0, 0]),
         "false_positives": false_positives,
         "false_negatives": false_negatives,
+        "true_positives": int(matrix[1, 1]),
         "cost_false_positives": false_positives * params.cost_false_positive,
         "cost_false_negatives": false_negatives * params.cost_false_negative,
     }

@@ -134,8 +134,10 @@ def test_confusion_and_error_costs():
     assert matrix.tolist() == [[4, 1], [1, 2]]
     costs = error_costs(matrix, ThresholdParams(cost_false_positive=2.0, cost_false_negative=10.0))
     assert costs == {
+        "true_negatives": 4,
         "false_positives": 1,
         "false_negatives": 1,
+        "true_positives": 2,
         "cost_false_positives": 2.0,
         "cost_false_negatives": 10.0,
     }

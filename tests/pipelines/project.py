@@ -127,7 +127,8 @@ def make_project(root: Path, params: dict[str, Any]) -> Project:
     project.write_params(params)
     project.run("git", "init", "-q", "-b", "main")
     project.run("dvc", "init", "-q")
-    project.run("dvc", "config", "core.analytics", "false")
+    # The project's own DVC settings, default remote included.
+    shutil.copy2(REPO / ".dvc/config", root / ".dvc/config")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-q", "-m", "tiny project")
     return project

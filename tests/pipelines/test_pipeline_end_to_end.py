@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -114,6 +115,22 @@ def test_plots_render(tiny_project: Project) -> None:
     html = tiny_project.path("dvc_plots/index.html").read_text()
     assert "precision_recall" in html
     assert "roc" in html
+
+
+def test_push_and_pull_through_the_default_remote(tiny_project: Project) -> None:
+    """`make push` / `make pull`: outputs survive losing both the workspace and the cache."""
+    tiny_project.run("dvc", "push")
+    storage = tiny_project.path("dvc-storage")
+    assert sum(1 for path in storage.rglob("*") if path.is_file()) >= 10
+    model_file = tiny_project.path("models/model/model.skops")
+    original = model_file.read_bytes()
+    shutil.rmtree(tiny_project.path(".dvc/cache"))
+    shutil.rmtree(tiny_project.path("models/model"))
+    tiny_project.path("data/raw/dataset.parquet").unlink()
+    tiny_project.run("dvc", "pull")
+    assert model_file.read_bytes() == original
+    assert tiny_project.path("data/raw/dataset.parquet").exists()
+    assert "up to date" in tiny_project.run("dvc", "status").stdout
 
 
 def test_experiment_with_a_changed_param(tiny_project: Project) -> None:
