@@ -76,7 +76,7 @@ push: $(INSTALLED) ## Send data and models to the DVC remote (default: ./dvc-sto
 pull: $(INSTALLED) ## Fetch data and models from the DVC remote
 	dvc pull
 
-clean: ## Remove pipeline outputs, the MLflow store and caches (not .venv)
-	rm -rf data/raw data/features data/split models reports/evaluate reports/train \
-		reports/split.json mlflow.db mlartifacts dvc_plots .pytest_cache .mypy_cache .ruff_cache
+clean: ## Remove pipeline outputs (kept in DVC's cache), the MLflow store and tool caches
+	git clean -fdqX -- data models
+	rm -rf mlflow.db mlartifacts dvc_plots .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

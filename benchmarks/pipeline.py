@@ -343,14 +343,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("parts", nargs="*", choices=["repro", "scale", "quality"], default=[])
-    parts = parser.parse_args().parts or ["repro", "scale", "quality"]
+    parser.add_argument("parts", nargs="*", help="repro, scale, quality (default: all)")
+    benches = {"repro": bench_repro, "scale": bench_scale, "quality": bench_quality}
+    parts = parser.parse_args().parts or list(benches)
+    unknown = sorted(set(parts) - set(benches))
+    if unknown:
+        parser.error(f"unknown part(s) {unknown}; choose from {list(benches)}")
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
         f"Python {platform.python_version()}",
     }
-    benches = {"repro": bench_repro, "scale": bench_scale, "quality": bench_quality}
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
         for part in parts:
             print(f"benchmark: {part} ...", flush=True)

@@ -33,7 +33,7 @@ from fraud_detection.io.files import (
     write_text,
 )
 from fraud_detection.io.provenance import files_fingerprint
-from fraud_detection.modeling import Selection, inference_pipeline
+from fraud_detection.modeling import Selection, refit_for_serving
 from fraud_detection.params import EvaluateParams
 from fraud_detection.schema import FeatureSchema, check_frame
 from pipelines._common import (
@@ -75,8 +75,7 @@ def evaluate(
 ) -> Evaluation:
     started = time.perf_counter()
     pipeline = selection.unfitted_pipeline(schema)
-    pipeline.fit(train[schema.names], train[schema.target])
-    model = inference_pipeline(pipeline)
+    model = refit_for_serving(pipeline, train[schema.names], train[schema.target])
     log.info(
         "refit %s on %s rows in %.1f s",
         selection.label,

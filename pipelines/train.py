@@ -7,7 +7,6 @@ one MLflow parent run with a child run per model/strategy.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,14 +23,16 @@ from fraud_detection.io.files import (
 )
 from fraud_detection.io.provenance import files_fingerprint, git_commit, params_fingerprint
 from fraud_detection.modeling import Candidate, Selection, build_pipeline, candidates
-from fraud_detection.params import TrainParams
+from fraud_detection.params import Params, TrainParams
 from fraud_detection.schema import FeatureSchema, check_frame
 from fraud_detection.validation import (
     CandidateResult,
     FoldResult,
+    OnFit,
     all_grid_points,
     cross_validate,
     leaderboard,
+    leaderboard_markdown,
     make_folds,
     scheme_for,
 )
@@ -49,17 +50,6 @@ from pipelines._common import (
     run,
 )
 
-SHOWN_METRICS = {
-    "average_precision": "AP",
-    "roc_auc": "ROC AUC",
-    "f1": "F1",
-    "precision": "precision",
-    "recall": "recall",
-    "brier": "Brier",
-    "train_average_precision": "train AP",
-    "fit_seconds": "fit s",
-}
-
 
 def load_training_set(schema: FeatureSchema) -> pd.DataFrame:
     train = read_parquet(TRAIN_SET, made_by="split")
@@ -70,7 +60,7 @@ def load_training_set(schema: FeatureSchema) -> pd.DataFrame:
     return train
 
 
-def report_fit(log: logging.Logger) -> Any:
+def report_fit(log: logging.Logger) -> OnFit:
     def on_fit(done: int, total: int, result: FoldResult, candidate: Candidate) -> None:
         log.info(
             "fit %*d/%d  %-40s fold %d  AP %.3f  (%.1f s)",
@@ -84,22 +74,6 @@ def report_fit(log: logging.Logger) -> Any:
         )
 
     return on_fit
-
-
-def markdown_leaderboard(table: pd.DataFrame) -> str:
-    shown = table[["rank", "model", "strategy", "settings"]].copy()
-    for metric, title in SHOWN_METRICS.items():
-        digits = 1 if metric == "fit_seconds" else 3
-        shown[title] = [
-            f"{m:.{digits}f} ± {s:.{digits}f}"
-            for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"], strict=True)
-        ]
-    header = (
-        "# Cross-validated leaderboard\n\n"
-        "Mean ± standard deviation over the validation folds; ranked by average precision "
-        "(AP). F1, precision and recall use the fixed threshold `train.cv_threshold`.\n\n"
-    )
-    return header + shown.to_markdown(index=False) + "\n"
 
 
 def log_family_runs(
@@ -143,27 +117,10 @@ def log_family_runs(
         tracking.end_run(run_id)
 
 
-def main(log: logging.Logger) -> str:
-    all_params = load_params(PARAMS)
-    params = all_params.train
-    schema = FeatureSchema.model_validate(read_json(SCHEMA, made_by="features"))
-    train = load_training_set(schema)
-    X, y = train[schema.names], train[schema.target].to_numpy(dtype=np.int64)
-    positive_share = float(y.mean())
-    to_try = candidates(params)
-    needs_smote = any(c.strategy == "smote" for c in to_try)
-    folds = make_folds(
-        y,
-        params.cv,
-        has_time=schema.time_column is not None,
-        seed=params.seed,
-        min_train_positives=params.smote.k_neighbors + 1 if needs_smote else 1,
-    )
-    scheme = scheme_for(params.cv, schema.time_column is not None)
-
-    experiment_id = tracking.connect(params.experiment_name)
+def start_parent_run(all_params: Params, experiment_id: str) -> str:
+    """The pipeline run's MLflow parent, tagged with where the run came from."""
     commit, dirty = git_commit()
-    parent_id = tracking.start_run(
+    return tracking.start_run(
         experiment_id,
         "pipeline",
         tags={
@@ -173,6 +130,54 @@ def main(log: logging.Logger) -> str:
             "data_fingerprint": files_fingerprint(TRAIN_SET, TEST_SET),
         },
     )
+
+
+def write_outputs(
+    results: list[CandidateResult],
+    best: CandidateResult,
+    y: np.ndarray,
+    selection: Selection,
+    scheme: str,
+) -> str:
+    """Every output file; returns the leaderboard as Markdown."""
+    oof = best.out_of_fold(len(y))
+    oof["y"] = y[oof["row"]]
+    board = leaderboard(results)
+    markdown = leaderboard_markdown(board)
+    write_parquet(oof, OUT_OF_FOLD)
+    write_text(board.to_csv(index=False), LEADERBOARD_CSV)
+    write_text(markdown, LEADERBOARD_MD)
+    write_text(all_grid_points(results).to_csv(index=False), CV_RESULTS)
+    summary = {k: round(v, 6) for k, v in best.summary().items()}
+    n_folds = len(best.folds)
+    write_json(
+        {"winner": best.candidate.label, "folds": n_folds, "scheme": scheme} | summary, CV_SUMMARY
+    )
+    write_json(selection, SELECTION)
+    return markdown
+
+
+def main(log: logging.Logger) -> str:
+    all_params = load_params(PARAMS)
+    params = all_params.train
+    schema = FeatureSchema.model_validate(read_json(SCHEMA, made_by="features"))
+    train = load_training_set(schema)
+    X, y = train[schema.names], train[schema.target].to_numpy(dtype=np.int64)
+    positive_share = float(y.mean())
+    to_try = candidates(params)
+    uses_smote = any(c.strategy == "smote" for c in to_try)
+    has_time = schema.time_column is not None
+    folds = make_folds(
+        y,
+        params.cv,
+        has_time=has_time,
+        seed=params.seed,
+        min_train_positives=params.smote.k_neighbors + 1 if uses_smote else 1,
+    )
+    scheme = scheme_for(params.cv, has_time)
+
+    experiment_id = tracking.connect(params.experiment_name)
+    parent_id = start_parent_run(all_params, experiment_id)
     log.info("MLflow parent run %s in experiment '%s'", parent_id, params.experiment_name)
     log.info(
         "%d candidates x %d %s folds = %d fits on %s rows (%.2f%% fraud)",
@@ -194,42 +199,28 @@ def main(log: logging.Logger) -> str:
             n_jobs=params.n_jobs,
             on_fit=report_fit(log),
         )
-        board = leaderboard(results)
         best = max(results, key=lambda r: r.mean_average_precision)
         log_family_runs(results, experiment_id, parent_id, params, y)
+        selection = Selection.of(
+            best.candidate,
+            params,
+            positive_share=positive_share,
+            cv_average_precision=best.mean_average_precision,
+            experiment_id=experiment_id,
+            parent_run_id=parent_id,
+        )
+        markdown = write_outputs(results, best, y, selection, scheme)
         tracking.log_batch(
             parent_id,
             params=tracking.flatten("train", params.model_dump(mode="json")),
             metrics={f"cv_{k}": v for k, v in best.summary().items()},
             tags={"winner": best.candidate.label, "cv_scheme": scheme},
         )
+        for path in (LEADERBOARD_CSV, LEADERBOARD_MD, CV_RESULTS):
+            tracking.log_artifact(parent_id, path, "leaderboard")
     except BaseException:
         tracking.end_run(parent_id, "FAILED")
         raise
-
-    oof = best.out_of_fold(len(y))
-    oof["y"] = y[oof["row"]]
-    markdown = markdown_leaderboard(board)
-    write_parquet(oof, OUT_OF_FOLD)
-    write_text(board.to_csv(index=False), LEADERBOARD_CSV)
-    write_text(markdown, LEADERBOARD_MD)
-    write_text(all_grid_points(results).to_csv(index=False), CV_RESULTS)
-    write_json(
-        {"winner": best.candidate.label, "folds": len(folds), "scheme": scheme}
-        | {k: round(v, 6) for k, v in best.summary().items()},
-        CV_SUMMARY,
-    )
-    selection = Selection.of(
-        best.candidate,
-        params,
-        positive_share=positive_share,
-        cv_average_precision=best.mean_average_precision,
-        experiment_id=experiment_id,
-        parent_run_id=parent_id,
-    )
-    write_json(selection, SELECTION)
-    for path in (LEADERBOARD_CSV, LEADERBOARD_MD, CV_RESULTS):
-        tracking.log_artifact(parent_id, path, "leaderboard")
     tracking.end_run(parent_id)
     log.info("leaderboard:\n%s", markdown.split("\n\n", 2)[-1])
     ap = best.mean_average_precision

@@ -211,6 +211,22 @@ def inference_pipeline(fitted: ImbPipeline) -> Pipeline:
     return Pipeline([(name, step) for name, step in fitted.steps if name != "resample"])
 
 
+def refit_for_serving(pipeline: ImbPipeline, X: Any, y: Any) -> Pipeline:
+    """Fit on every core, then ship a single-threaded :func:`inference_pipeline`.
+
+    Candidates train with one thread each because cross-validation runs them side by
+    side; a lone refit can use every core. Serving scores a few rows at a time, where
+    starting threads costs more than it saves, so the shipped model uses one.
+    """
+    threaded = "n_jobs" in pipeline.named_steps["model"].get_params()
+    if threaded:
+        pipeline.set_params(model__n_jobs=-1)
+    pipeline.fit(X, y)
+    if threaded:
+        pipeline.set_params(model__n_jobs=1)
+    return inference_pipeline(pipeline)
+
+
 class Selection(BaseModel):
     """What the train stage hands to evaluate: enough to rebuild the winner exactly."""
 

@@ -206,7 +206,7 @@ class EvaluateParams(Section):
     top_k_cards: PositiveInt = 100
     permutation_repeats: PositiveInt = 5
     # Permutation importance runs on a stratified sample of at most this many test rows.
-    permutation_max_rows: PositiveInt = 20000
+    permutation_max_rows: PositiveInt = 10000
 
 
 # ------------------------------------------------------------------------ the file

@@ -227,3 +227,32 @@ def all_grid_points(results: list[CandidateResult]) -> pd.DataFrame:
         for r in results
     ]
     return pd.DataFrame(rows)
+
+
+LEADERBOARD_COLUMNS = {
+    "average_precision": "AP",
+    "roc_auc": "ROC AUC",
+    "f1": "F1",
+    "precision": "precision",
+    "recall": "recall",
+    "brier": "Brier",
+    "train_average_precision": "train AP",
+    "fit_seconds": "fit s",
+}
+
+
+def leaderboard_markdown(table: pd.DataFrame) -> str:
+    """The leaderboard as a Markdown table of mean ± std per metric."""
+    shown = table[["rank", "model", "strategy", "settings"]].copy()
+    for metric, title in LEADERBOARD_COLUMNS.items():
+        digits = 1 if metric == "fit_seconds" else 3
+        shown[title] = [
+            f"{m:.{digits}f} ± {s:.{digits}f}"
+            for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"], strict=True)
+        ]
+    header = (
+        "# Cross-validated leaderboard\n\n"
+        "Mean ± standard deviation over the validation folds; ranked by average precision "
+        "(AP). F1, precision and recall use the fixed threshold `train.cv_threshold`.\n\n"
+    )
+    return header + shown.to_markdown(index=False) + "\n"

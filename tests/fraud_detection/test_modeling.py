@@ -28,6 +28,7 @@ from fraud_detection.modeling import (
     classifier,
     inference_pipeline,
     preprocessor,
+    refit_for_serving,
     sampler,
 )
 from fraud_detection.params import ModelSpec, SmoteParams, TrainParams, UndersampleParams
@@ -309,6 +310,22 @@ def test_inference_pipeline_drops_the_sampler_and_predicts_the_same():
     assert [name for name, _ in shipped.steps] == ["preprocess", "model"]
     assert shipped.named_steps["model"] is fitted.named_steps["model"]
     np.testing.assert_allclose(shipped.predict_proba(X), fitted.predict_proba(X))
+
+
+@pytest.mark.parametrize("kind", ["random_forest", "xgboost", "dummy"])
+def test_refit_for_serving_ships_a_single_threaded_model(kind):
+    X, y = synthetic()
+    params = train_params({"m": {"kind": kind, "strategies": ["smote"]}})
+    candidate = candidates(params)[0]
+    shipped = refit_for_serving(
+        build_pipeline(candidate, params, SCHEMA, positive_share=float(y.mean())), X, y
+    )
+    assert [name for name, _ in shipped.steps] == ["preprocess", "model"]
+    model_params = shipped.named_steps["model"].get_params()
+    assert model_params.get("n_jobs", 1) == 1
+    # Threads change the speed of the fit, not its result.
+    reference = build_pipeline(candidate, params, SCHEMA, positive_share=float(y.mean())).fit(X, y)
+    np.testing.assert_allclose(shipped.predict_proba(X), reference.predict_proba(X))
 
 
 # ------------------------------------------------------------------- selection
