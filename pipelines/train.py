@@ -29,6 +29,7 @@ from fraud_detection.validation import (
     CandidateResult,
     FoldResult,
     OnFit,
+    all_folds,
     all_grid_points,
     cross_validate,
     leaderboard,
@@ -37,6 +38,7 @@ from fraud_detection.validation import (
     scheme_for,
 )
 from pipelines._common import (
+    CV_FOLDS,
     CV_RESULTS,
     CV_SUMMARY,
     LEADERBOARD_CSV,
@@ -148,6 +150,7 @@ def write_outputs(
     write_text(board.to_csv(index=False), LEADERBOARD_CSV)
     write_text(markdown, LEADERBOARD_MD)
     write_text(all_grid_points(results).to_csv(index=False), CV_RESULTS)
+    write_text(all_folds(results).to_csv(index=False), CV_FOLDS)
     summary = {k: round(v, 6) for k, v in best.summary().items()}
     n_folds = len(best.folds)
     write_json(

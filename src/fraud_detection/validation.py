@@ -216,17 +216,25 @@ def _settings_text(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) or "defaults"
 
 
+def _identity(candidate: Candidate) -> dict[str, str]:
+    return {
+        "model": candidate.model,
+        "strategy": candidate.strategy,
+        "settings": _settings_text(candidate.settings),
+    }
+
+
 def all_grid_points(results: list[CandidateResult]) -> pd.DataFrame:
-    rows = [
-        {
-            "model": r.candidate.model,
-            "strategy": r.candidate.strategy,
-            "settings": _settings_text(r.candidate.settings),
-            **r.summary(),
-        }
-        for r in results
-    ]
-    return pd.DataFrame(rows)
+    """Mean and std of every metric for every candidate (grid points included)."""
+    return pd.DataFrame([_identity(r.candidate) | r.summary() for r in results])
+
+
+def all_folds(results: list[CandidateResult]) -> pd.DataFrame:
+    """One row per candidate and fold: the spread behind each mean."""
+    tables = [r.table().assign(**_identity(r.candidate)) for r in results]
+    table = pd.concat(tables, ignore_index=True)
+    first = ["model", "strategy", "settings", "fold"]
+    return table[first + [c for c in table.columns if c not in first]]
 
 
 LEADERBOARD_COLUMNS = {

@@ -20,9 +20,11 @@ from fraud_detection.schema import Feature, FeatureSchema
 from fraud_detection.validation import (
     CandidateResult,
     FoldResult,
+    all_folds,
     all_grid_points,
     cross_validate,
     leaderboard,
+    leaderboard_markdown,
     make_folds,
     scheme_for,
 )
@@ -425,3 +427,26 @@ def test_all_grid_points_has_one_row_per_candidate(grid_results):
     table = all_grid_points(results)
     assert len(table) == len(to_try) == 7
     assert table["settings"].tolist()[:3] == ["defaults", "C=0.001", "C=1.0"]
+
+
+def test_all_folds_has_one_row_per_candidate_and_fold(grid_results):
+    to_try, results, folds = grid_results
+    table = all_folds(results)
+    assert len(table) == len(to_try) * len(folds)
+    assert list(table.columns[:4]) == ["model", "strategy", "settings", "fold"]
+    # The per-fold rows average to the summary's means.
+    means = table.groupby(["model", "strategy", "settings"])["average_precision"].mean()
+    summary = all_grid_points(results).set_index(["model", "strategy", "settings"])
+    np.testing.assert_allclose(
+        means.sort_index(), summary["average_precision_mean"].sort_index(), rtol=1e-12
+    )
+
+
+def test_leaderboard_markdown_shows_mean_and_spread(grid_results):
+    _, results, _ = grid_results
+    table = leaderboard(results)
+    markdown = leaderboard_markdown(table)
+    first = table.iloc[0]
+    expected = f"{first['average_precision_mean']:.3f} ± {first['average_precision_std']:.3f}"
+    assert expected in markdown
+    assert markdown.count("\n|") == len(table) + 2  # header, rule, one line per family

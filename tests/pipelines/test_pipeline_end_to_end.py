@@ -42,6 +42,11 @@ def test_leaderboard_ranks_every_model_and_strategy(tiny_project: Project) -> No
     markdown = tiny_project.path("reports/train/leaderboard.md").read_text()
     assert re.search(r"^\|\s+rank\s+\|\s+model", markdown, re.MULTILINE)
     assert "forest" in markdown
+    folds = pd.read_csv(tiny_project.path("reports/train/cv_folds.csv"))
+    n_splits = TINY_OVERRIDES["train"]["cv"]["n_splits"]
+    assert (
+        len(folds) == len(pd.read_csv(tiny_project.path("reports/train/cv_results.csv"))) * n_splits
+    )
 
 
 def test_metrics_file_holds_test_period_metrics(tiny_project: Project) -> None:
