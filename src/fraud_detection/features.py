@@ -102,17 +102,20 @@ def _window_starts(
 
 
 def _sorted_by(
-    group: NDArray[np.int64], seconds: NDArray[np.int64]
+    group: NDArray[np.int64], seconds: NDArray[np.int64], reach: int
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Row order by (group, time) and the matching composite keys.
 
-    The key ``group * span + seconds`` keeps different groups far apart, so a window on
-    the key never crosses into the neighbouring group.
+    The key ``group * span + seconds`` puts each group's times in a band of its own, with
+    a gap wider than ``reach`` (the furthest any window looks back, in seconds), so a
+    window on the key never crosses into the neighbouring group.
     """
     order = np.lexsort((seconds, group))
-    span = int(seconds.max() - seconds.min()) + 1 if len(seconds) else 1
-    span += 2 * SECONDS_PER_DAY * 366  # room for the widest window plus the delay
-    keys = group[order] * span + (seconds[order] - (seconds.min() if len(seconds) else 0))
+    if not len(seconds):
+        return order, seconds.copy()
+    first = int(seconds.min())
+    span = int(seconds.max()) - first + reach + 1
+    keys = group[order] * span + (seconds[order] - first)
     return order, keys
 
 
@@ -122,7 +125,7 @@ def _customer_windows(
     amount: NDArray[np.float64],
     windows: list[int],
 ) -> dict[str, NDArray[np.float64]]:
-    order, keys = _sorted_by(customer, seconds)
+    order, keys = _sorted_by(customer, seconds, max(windows) * SECONDS_PER_DAY)
     position = np.arange(len(order), dtype=np.int64)
     cumulative = np.concatenate([[0.0], np.cumsum(amount[order])])
     out: dict[str, NDArray[np.float64]] = {}
@@ -142,7 +145,7 @@ def _terminal_windows(
     windows: list[int],
     delay_days: int,
 ) -> dict[str, NDArray[np.float64]]:
-    order, keys = _sorted_by(terminal, seconds)
+    order, keys = _sorted_by(terminal, seconds, (delay_days + max(windows)) * SECONDS_PER_DAY)
     position = np.arange(len(order), dtype=np.int64)
     cumulative = np.concatenate([[0.0], np.cumsum(fraud[order])])
     known_until = keys - delay_days * SECONDS_PER_DAY

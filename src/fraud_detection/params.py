@@ -98,8 +98,8 @@ class DataParams(Section):
 class FeatureParams(Section):
     """Feature engineering for simulator data (CSV columns are used as they are)."""
 
-    customer_windows_days: list[PositiveInt] = [1, 7, 30]
-    terminal_windows_days: list[PositiveInt] = [1, 7, 30]
+    customer_windows_days: list[PositiveInt] = Field([1, 7, 30], min_length=1)
+    terminal_windows_days: list[PositiveInt] = Field([1, 7, 30], min_length=1)
     # Fraud labels become known this many days after a transaction (investigation time).
     label_delay_days: NonNegativeInt = 7
     # A transaction is "at night" when its hour is at most this value.

@@ -320,3 +320,24 @@ def test_feature_bounds_hold_on_simulated_data(small_features, simulator_schema)
             assert values.min() >= feature.minimum, feature.name
         if feature.maximum is not None:
             assert values.max() <= feature.maximum, feature.name
+
+
+def test_long_windows_never_reach_into_another_card():
+    """A window wider than the gap between two cards' key ranges must stay in its card."""
+    start = pd.Timestamp("2020-01-01")
+    frame = pd.DataFrame(
+        {
+            "TX_DATETIME": [start, start + pd.Timedelta(days=1000), start + pd.Timedelta(days=5)],
+            "CUSTOMER_ID": [0, 0, 1],
+            "TERMINAL_ID": [0, 0, 1],
+            "TX_AMOUNT": [10.0, 20.0, 99.0],
+            "TX_FRAUD": [1, 1, 0],
+        }
+    )
+    params = FeatureParams(
+        customer_windows_days=[900], terminal_windows_days=[900], label_delay_days=0
+    )
+    result = transaction_features(frame, params)
+    assert result[customer_count_name(900)].tolist() == [1.0, 1.0, 1.0]
+    assert result[customer_mean_name(900)].tolist() == [10.0, 20.0, 99.0]
+    assert result[terminal_count_name(900)].tolist() == [0.0, 0.0, 0.0]
