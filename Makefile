@@ -62,7 +62,7 @@ typecheck: $(INSTALLED) ## mypy
 
 mlflow-ui: $(INSTALLED) ## Open the MLflow UI on the project's store (http://127.0.0.1:5000)
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
-		--host 127.0.0.1 --port $(MLFLOW_PORT)
+		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 plots: $(INSTALLED) ## Render the DVC plots to dvc_plots/index.html
 	dvc plots show
