@@ -31,6 +31,8 @@ from fraud_detection.validation import (
     OnFit,
     all_folds,
     all_grid_points,
+    best_result,
+    by_family,
     cross_validate,
     leaderboard,
     leaderboard_markdown,
@@ -86,11 +88,8 @@ def log_family_runs(
     y: np.ndarray,
 ) -> None:
     """One child run per model/strategy: its best grid point's folds, plus the whole grid."""
-    families: dict[str, list[CandidateResult]] = {}
-    for result in results:
-        families.setdefault(result.candidate.family, []).append(result)
-    for family, members in families.items():
-        best = max(members, key=lambda r: r.mean_average_precision)
+    for family, members in by_family(results).items():
+        best = best_result(members)
         candidate = best.candidate
         spec = params.models[candidate.model]
         run_id = tracking.start_run(experiment_id, family, parent_run_id=parent_id)
@@ -202,7 +201,7 @@ def main(log: logging.Logger) -> str:
             n_jobs=params.n_jobs,
             on_fit=report_fit(log),
         )
-        best = max(results, key=lambda r: r.mean_average_precision)
+        best = best_result(results)
         log_family_runs(results, experiment_id, parent_id, params, y)
         selection = Selection.of(
             best.candidate,

@@ -186,28 +186,23 @@ def _expected_cost(candidate: Candidate) -> int:
     return order.index(candidate.kind) * 2 + bonus
 
 
+def by_family(results: list[CandidateResult]) -> dict[str, list[CandidateResult]]:
+    """Results grouped by model/strategy: one leaderboard row, one MLflow child run each."""
+    families: dict[str, list[CandidateResult]] = {}
+    for result in results:
+        families.setdefault(result.candidate.family, []).append(result)
+    return families
+
+
+def best_result(results: list[CandidateResult]) -> CandidateResult:
+    """The selection rule: the highest mean average precision (the first one on a tie)."""
+    return max(results, key=lambda result: result.mean_average_precision)
+
+
 def leaderboard(results: list[CandidateResult]) -> pd.DataFrame:
     """The best grid point of each model/strategy, best mean average precision first."""
-    best: dict[str, CandidateResult] = {}
-    for result in results:
-        family = result.candidate.family
-        if (
-            family not in best
-            or result.mean_average_precision > best[family].mean_average_precision
-        ):
-            best[family] = result
-    rows = []
-    for result in best.values():
-        candidate = result.candidate
-        rows.append(
-            {
-                "model": candidate.model,
-                "strategy": candidate.strategy,
-                "settings": _settings_text(candidate.settings),
-                **result.summary(),
-            }
-        )
-    table = pd.DataFrame(rows).sort_values("average_precision_mean", ascending=False)
+    best = [best_result(members) for members in by_family(results).values()]
+    table = all_grid_points(best).sort_values("average_precision_mean", ascending=False)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table.reset_index(drop=True)
 
