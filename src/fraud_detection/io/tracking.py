@@ -30,7 +30,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from sklearn.pipeline import Pipeline
 
 from fraud_detection.errors import TrackingError
-from fraud_detection.modeling import SKOPS_TRUSTED_TYPES
+from fraud_detection.io.model_package import SKOPS_TRUSTED_TYPES
 from fraud_detection.schema import FeatureSchema
 
 DEFAULT_DB = "mlflow.db"
