@@ -12,6 +12,12 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 INSTALLED := $(VENV)/.installed
 MLFLOW_PORT ?= 5000
+# The serving image. DOCKER may be any engine with docker's build/run syntax, e.g.
+# DOCKER=../shared/container/container.sh (podman) where no Docker engine runs.
+IMAGE ?= fraud-detector:latest
+DOCKER ?= docker
+PORT ?= 8000
+CONTAINER_SH ?= ../shared/container/container.sh
 
 # Stage commands in dvc.yaml call `python`: make it the project's interpreter.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -19,7 +25,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 .PHONY: help install train repro test test-fast lint format typecheck mlflow-ui bench \
-	push pull plots clean
+	push pull plots clean serve export-model docker-build docker-run test-image bench-serving
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -71,6 +77,21 @@ plots: $(INSTALLED) ## Render the DVC plots to dvc_plots/index.html
 
 bench: $(INSTALLED) ## Measure the pipeline's speed and quality figures (see docs/benchmarks.md)
 	python benchmarks/pipeline.py
+
+serve: $(INSTALLED) ## Serve the registry champion on http://127.0.0.1:8000 (/docs; SERVING_* settings)
+	SERVING_PORT=$${SERVING_PORT:-$(PORT)} python -m serving
+
+export-model: $(INSTALLED) ## Copy the registry champion into build/model (what the image serves)
+	python -m pipelines.export_model --out build/model
+
+docker-build: export-model ## Build the serving image $(IMAGE) with the exported champion
+	$(DOCKER) build -t $(IMAGE) .
+
+docker-run: ## Run the serving image on port $(PORT)
+	$(DOCKER) run --rm -p $(PORT):$(PORT) -e SERVING_PORT=$(PORT) $(IMAGE)
+
+bench-serving: $(INSTALLED) ## Measure the service against `mlflow models serve` and the ceiling
+	python benchmarks/serving.py
 
 push: $(INSTALLED) ## Send data and models to the DVC remote (default: ./dvc-storage)
 	dvc push

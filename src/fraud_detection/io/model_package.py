@@ -146,8 +146,7 @@ def _read_pipeline(path: Path, mlmodel: dict[str, Any]) -> Any:
         return skops.io.load(file, trusted=SKOPS_TRUSTED_TYPES)
     except Exception as error:
         raise ModelLoadError(
-            f"the model file {file} could not be loaded ({type(error).__name__}: {error}): "
-            f"{_FIX}"
+            f"the model file {file} could not be loaded ({type(error).__name__}: {error}): {_FIX}"
         ) from error
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.artifacts
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
@@ -29,8 +30,12 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 from sklearn.pipeline import Pipeline
 
-from fraud_detection.errors import TrackingError
-from fraud_detection.io.model_package import SKOPS_TRUSTED_TYPES
+from fraud_detection.errors import ModelLoadError, TrackingError
+from fraud_detection.io.model_package import (
+    SKOPS_TRUSTED_TYPES,
+    RegistryInfo,
+    write_registry_info,
+)
 from fraud_detection.schema import FeatureSchema
 
 DEFAULT_DB = "mlflow.db"
@@ -304,3 +309,68 @@ def _current_champion(client: MlflowClient, name: str) -> Any:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
+
+
+def parse_registry_uri(model_uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/name@alias`` or ``models:/name/version`` -> (name, alias, version)."""
+    body = model_uri.removeprefix("models:/")
+    if body == model_uri or not body:
+        raise ModelLoadError(
+            f"{model_uri!r} is not a registry URI; use models:/<name>@<alias> or "
+            "models:/<name>/<version>, or a model folder"
+        )
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        return name, alias, None
+    name, _, version = body.partition("/")
+    if not version.isdigit():
+        raise ModelLoadError(
+            f"{model_uri!r}: the version after the model name must be a number, or use "
+            "models:/<name>@<alias>"
+        )
+    return name, None, version
+
+
+def fetch_registered_model(model_uri: str, destination: Path, store_uri: str) -> RegistryInfo:
+    """Download a registry model (``models:/name@alias`` or ``/version``) into
+    ``destination`` and record where it came from in ``registered_model.json``."""
+    name, alias, version = parse_registry_uri(model_uri)
+    if store_uri.startswith("sqlite:///") and not Path(store_uri[10:]).is_file():
+        raise ModelLoadError(
+            f"no MLflow store at {store_uri}: run `make train` first, or set "
+            "MLFLOW_TRACKING_URI to the store that holds the model"
+        )
+    _check_reachable_for_model(store_uri)
+    mlflow.set_tracking_uri(store_uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient()
+    try:
+        found = (
+            client.get_model_version_by_alias(name, alias)
+            if alias is not None
+            else client.get_model_version(name, str(version))
+        )
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{found.version}", dst_path=str(destination)
+        )
+    except MlflowException as exc:
+        raise ModelLoadError(
+            f"{model_uri} is not in the MLflow store {store_uri} ({exc.message}); run "
+            "`make train` to register a champion, or fix SERVING_MODEL_URI"
+        ) from None
+    info = RegistryInfo(
+        name=name,
+        version=str(found.version),
+        alias=alias,
+        run_id=found.run_id,
+        source_uri=model_uri,
+    )
+    write_registry_info(destination, info)
+    return info
+
+
+def _check_reachable_for_model(store_uri: str) -> None:
+    try:
+        _check_reachable(store_uri)
+    except TrackingError as error:
+        raise ModelLoadError(str(error)) from None

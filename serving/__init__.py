@@ -1,0 +1,1 @@
+"""The prediction service: FastAPI serving the champion model (see README "Serving")."""

@@ -1,0 +1,93 @@
+"""The app factory. Nothing loads at import: the lifespan loads the model, opens the
+prediction log and adds the prediction routes built from the model's feature schema."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from fraud_detection.errors import ModelLoadError
+from serving.errors import install_error_handlers
+from serving.metrics import MetricsMiddleware, ServiceMetrics
+from serving.model import load_model
+from serving.prediction_log import PredictionLog
+from serving.routers import monitoring, service
+from serving.routers.predict import predict_router, unavailable_router
+from serving.settings import Settings, load_settings
+
+logger = logging.getLogger("serving")
+
+DESCRIPTION = """Scores card transactions with the champion fraud model.
+
+* `POST /predict` one transaction, `POST /predict/batch` many: probability of fraud and
+  the decision at the model's threshold.
+* `GET /ready` says whether a model is loaded; `GET /model` which one, and how it tested.
+* Every prediction is appended to the prediction log read by the drift monitor.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app; ``settings`` default to the ``SERVING_*`` environment variables."""
+    settings = settings or load_settings()
+    metrics = ServiceMetrics()
+    app = FastAPI(
+        title="Fraud detection API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.model = None
+    app.state.model_error = "the service is starting"
+    app.state.prediction_log = PredictionLog(settings.prediction_log)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_error_handlers(app)
+    app.include_router(service.router)
+    app.include_router(monitoring.router)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    log: PredictionLog = app.state.prediction_log
+    log.start()
+    _load(app, settings)
+    try:
+        yield
+    finally:
+        # Uvicorn has finished the in-flight requests: everything they logged is queued.
+        log.close()
+        logger.info("prediction log closed: %d rows written", log.rows_written)
+
+
+def _load(app: FastAPI, settings: Settings) -> None:
+    metrics: ServiceMetrics = app.state.metrics
+    try:
+        model = load_model(settings)
+    except ModelLoadError as error:
+        # Choice (README "Serving"): stay up, /health 200, /ready and /predict 503 with why.
+        app.state.model_error = str(error)
+        logger.error("no model loaded, /ready answers 503: %s", error)
+        app.include_router(unavailable_router(str(error)))
+        metrics.model_loaded.set(0)
+        return
+    app.state.model = model
+    app.include_router(predict_router(model, settings.max_batch_rows))
+    metrics.model_loaded.set(1)
+    metrics.model_info.labels(
+        model.name, model.version, model.alias or "", model.scorer.method
+    ).set(1)
+    logger.info(
+        "serving %s v%s (%s) in %.1f s; scoring: %s, %s",
+        model.name,
+        model.version,
+        settings.model_uri,
+        model.load_seconds,
+        model.scorer.method,
+        model.scorer.detail,
+    )

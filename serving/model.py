@@ -1,0 +1,107 @@
+"""Loading the model the service answers with: registry alias or exported folder."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fraud_detection.errors import ModelLoadError
+from fraud_detection.inference import Scorer, compile_scorer
+from fraud_detection.io.model_package import ModelPackage, load_model_package
+from serving.prediction_log import ModelStamp
+from serving.settings import Settings
+
+logger = logging.getLogger("serving.model")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to score requests, with what the API reports about it."""
+
+    package: ModelPackage
+    scorer: Scorer
+    name: str
+    version: str
+    alias: str | None
+    source: str
+    stamp: ModelStamp
+    load_seconds: float
+
+    @property
+    def threshold(self) -> float:
+        return self.package.threshold
+
+    def describe(self) -> dict[str, Any]:
+        """The body of GET /model."""
+        registry = self.package.registry
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "run_id": self.package.run_id or (registry.run_id if registry else None),
+            "source": self.source,
+            "threshold": self.threshold,
+            "threshold_rule": self.package.metadata.get("threshold_rule"),
+            "candidate": self.package.metadata.get("candidate"),
+            "cv_average_precision": self.package.metadata.get("cv_average_precision"),
+            "test_metrics": self.package.metadata.get("test_metrics", {}),
+            "scoring": {"method": self.scorer.method, "detail": self.scorer.detail},
+            "schema_fingerprint": self.stamp.schema_fingerprint,
+            "feature_schema": self.package.schema.model_dump(mode="json"),
+        }
+
+
+def load_model(settings: Settings, registry_cache: Path | None = None) -> LoadedModel:
+    """Resolve ``settings.model_uri`` and load it; failures are :class:`ModelLoadError`."""
+    started = time.perf_counter()
+    uri = settings.model_uri
+    if uri.startswith("models:/"):
+        folder = _download(uri, settings, registry_cache)
+    else:
+        folder = Path(uri.removeprefix("file://"))
+    package = load_model_package(folder)
+    scorer = compile_scorer(package.pipeline, package.schema, package.example)
+    if scorer.method != "compiled":
+        logger.warning("scoring through predict_proba (%s)", scorer.detail)
+    registry = package.registry
+    name = registry.name if registry else folder.name
+    version = registry.version if registry else "local"
+    schema_json = package.schema.model_dump_json()
+    stamp = ModelStamp(
+        name=name,
+        version=version,
+        schema_fingerprint=hashlib.sha256(schema_json.encode()).hexdigest()[:16],
+        schema_json=schema_json,
+        feature_names=tuple(package.schema.names),
+        threshold=package.threshold,
+    )
+    return LoadedModel(
+        package=package,
+        scorer=scorer,
+        name=name,
+        version=version,
+        alias=registry.alias if registry else None,
+        source=uri,
+        stamp=stamp,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+def _download(uri: str, settings: Settings, cache: Path | None) -> Path:
+    try:
+        # MLflow is needed only for registry URIs; the image serves an exported folder.
+        from fraud_detection.io import tracking  # noqa: PLC0415
+    except ImportError as error:
+        raise ModelLoadError(
+            f"{uri} needs MLflow, which is not installed here ({error.name}); serve an "
+            "exported folder (make export-model) or install the train extra"
+        ) from None
+    folder = Path(tempfile.mkdtemp(prefix="model-", dir=cache))
+    store = settings.tracking_uri or tracking.tracking_uri(".")
+    tracking.fetch_registered_model(uri, folder, store)
+    return folder

@@ -1,0 +1,43 @@
+"""Liveness, readiness and what model is being served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from serving.dependencies import get_model
+from serving.model import LoadedModel
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/health", summary="The process is alive")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    summary="A model is loaded and predictions can be served",
+    responses={503: {"description": "No model loaded; `detail` says why"}},
+)
+async def ready(request: Request) -> JSONResponse:
+    model: LoadedModel | None = request.app.state.model
+    if model is None:
+        body = {
+            "status": "not ready",
+            "detail": f"no model loaded: {request.app.state.model_error}",
+        }
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
+
+
+@router.get(
+    "/model",
+    summary="Name, version, alias, run id, threshold, test metrics and feature schema",
+    responses={503: {"description": "No model loaded"}},
+)
+async def model_card(model: LoadedModel = Depends(get_model)) -> dict[str, Any]:  # noqa: B008
+    return model.describe()

@@ -1,0 +1,89 @@
+"""Service settings, read from ``SERVING_*`` environment variables and checked at start-up."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SERVING_"
+DEFAULT_MODEL_URI = "models:/fraud-detector@champion"
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a valid service; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Where the model comes from, where predictions are logged, and how uvicorn runs."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
+
+    # A registry URI (models:/<name>@<alias> or models:/<name>/<version>), or a model folder
+    # exported by `make export-model` (what the Docker image uses; needs no MLflow).
+    model_uri: str = Field(DEFAULT_MODEL_URI, min_length=1)
+    # The MLflow store for registry URIs; unset: MLFLOW_TRACKING_URI, else ./mlflow.db.
+    tracking_uri: str | None = None
+    # SQLite file every prediction is appended to (read by the drift monitor).
+    prediction_log: Path = Path("logs/predictions.db")
+    # Rows accepted by POST /predict/batch; more gets 413.
+    max_batch_rows: int = Field(10_000, ge=1, le=1_000_000)
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8000, ge=1, le=65_535)
+    workers: int = Field(1, ge=1, le=64)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # uvicorn's line per request; off by default (it costs throughput; /metrics counts).
+    access_log: bool = False
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("prediction_log")
+    @classmethod
+    def _log_folder_is_writable(cls, value: Path) -> Path:
+        folder = value.parent
+        existing = next((p for p in [folder, *folder.parents] if p.exists()), Path())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise ValueError(f"cannot create or write the folder {folder}")
+        if value.exists() and not value.is_file():
+            raise ValueError(f"{value} exists and is not a file")
+        return value
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; every problem in one :class:`SettingsError`."""
+    env = dict(os.environ)
+    problems = _unknown_variables(env)
+    try:
+        settings: Settings | None = Settings()
+    except ValidationError as error:
+        problems += [
+            f"{ENV_PREFIX}{str(issue['loc'][0]).upper()}={_shown(env, issue['loc'][0])}: "
+            f"{issue['msg']}"
+            for issue in error.errors()
+        ]
+        settings = None
+    if problems or settings is None:
+        raise SettingsError("invalid service settings:\n  " + "\n  ".join(problems))
+    return settings
+
+
+def _shown(env: dict[str, str], field: object) -> str:
+    return repr(env.get(f"{ENV_PREFIX}{str(field).upper()}", "<unset>"))
+
+
+def _unknown_variables(env: dict[str, str]) -> list[str]:
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    problems = []
+    for variable in sorted(env):
+        if variable.startswith(ENV_PREFIX) and variable not in known:
+            close = difflib.get_close_matches(variable, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(known)}"
+            problems.append(f"{variable} is not a setting{hint}")
+    return problems
