@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -120,7 +119,7 @@ class MetricsMiddleware:
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
 
 
-def _endpoint(scope: dict[str, Any]) -> str:
+def _endpoint(scope: Scope) -> str:
     route = scope.get("route")
     # Unmatched paths share one label: a scanner must not create a series per URL.
     return str(getattr(route, "path", "unmatched"))

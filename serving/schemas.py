@@ -20,7 +20,9 @@ def transaction_model(schema: FeatureSchema) -> type[BaseModel]:
         f"f{index}": _field(feature, schema.example.get(feature.name))
         for index, feature in enumerate(schema.features)
     }
-    example = {name: schema.example[name] for name in schema.names if name in schema.example}
+    example: dict[str, Any] = {
+        name: schema.example[name] for name in schema.names if name in schema.example
+    }
     config = ConfigDict(
         **_STRICT,
         title="Transaction",

@@ -59,6 +59,7 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> APIRouter:
         responses=_ERRORS,
     )
     async def predict(
+        *,
         transaction: Transaction,  # type: ignore[valid-type]
         request: Request,
         response: Response,
@@ -67,7 +68,7 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> APIRouter:
         metrics: ServiceMetrics = Depends(get_metrics),  # noqa: B008
     ) -> PredictionResponse:
         rid = request_id(request)
-        row = list(transaction.__dict__.values())
+        row = list(vars(transaction).values())
         probability = float(model.scorer([row])[0])
         is_fraud = probability >= model.threshold
         log.record(Entry(time.time(), rid, model.stamp, [row], [probability], [is_fraud]))
@@ -88,6 +89,7 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> APIRouter:
         responses={**_ERRORS, 413: {"model": Problem, "description": "Too many rows"}},
     )
     async def predict_batch(
+        *,
         batch: TransactionBatch,  # type: ignore[valid-type]
         request: Request,
         response: Response,
@@ -95,7 +97,7 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> APIRouter:
         log: PredictionLog = Depends(get_prediction_log),  # noqa: B008
         metrics: ServiceMetrics = Depends(get_metrics),  # noqa: B008
     ) -> dict[str, Any]:
-        rows = [list(item.__dict__.values()) for item in batch.transactions]  # type: ignore[attr-defined]
+        rows = [list(vars(item).values()) for item in batch.transactions]  # type: ignore[attr-defined]
         if len(rows) > max_batch_rows:
             raise HTTPException(
                 413,
