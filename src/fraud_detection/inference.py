@@ -131,8 +131,11 @@ def _compile_preprocessing(steps: Any, schema: FeatureSchema) -> Block:
         raise Unsupported("preprocessing is not a single ColumnTransformer")
     column_transformer = transformers[0]
     position = {name: index for index, name in enumerate(schema.names)}
+    # Rows of a schema with categorical features hold strings: numeric blocks must pick
+    # their columns before converting to float.
+    all_numeric = not schema.categorical
     blocks = [
-        _compile_block(transformer, [position[str(column)] for column in columns])
+        _compile_block(transformer, [position[str(column)] for column in columns], all_numeric)
         for _, transformer, columns in column_transformer.transformers_
         if not (isinstance(transformer, str) and transformer == "drop")
     ]
@@ -141,28 +144,31 @@ def _compile_preprocessing(steps: Any, schema: FeatureSchema) -> Block:
     return lambda rows: np.hstack([block(rows) for block in blocks])
 
 
-def _compile_block(transformer: Any, columns: list[int]) -> Block:
+def _compile_block(transformer: Any, columns: list[int], all_numeric: bool) -> Block:
     if isinstance(transformer, str):
         if transformer != "passthrough":
             raise Unsupported(f"column transformer {transformer!r}")
-        return _numeric_columns(columns)
+        return _numeric_columns(columns, all_numeric)
     steps = [step for _, step in getattr(transformer, "steps", [("", transformer)])]
     if steps and type(steps[-1]).__name__ == "OneHotEncoder":
         return _categorical_block(steps, columns)
-    block = _numeric_columns(columns)
+    block = _numeric_columns(columns, all_numeric)
     for step in steps:
         block = _numeric_step(step, block)
     return block
 
 
-def _numeric_columns(columns: list[int]) -> Block:
+def _numeric_columns(columns: list[int], all_numeric: bool) -> Block:
     take = np.asarray(columns)
 
     def block(rows: Rows) -> Matrix:
         # float() of None is an error, so missing values arrive as NaN from the caller.
         return np.asarray(rows, dtype=np.float64)[:, take]
 
-    return block
+    def mixed_block(rows: Rows) -> Matrix:
+        return np.asarray([[row[i] for i in columns] for row in rows], dtype=np.float64)
+
+    return block if all_numeric else mixed_block
 
 
 def _numeric_step(step: Any, previous: Block) -> Block:
