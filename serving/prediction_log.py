@@ -63,7 +63,6 @@ CREATE TABLE IF NOT EXISTS schemas (
 );
 """
 _INSERT = "INSERT INTO predictions VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_BATCH_ROWS = 5_000
 _RETRY_SECONDS = 0.5
 
 
@@ -97,8 +96,9 @@ _STOP = object()
 class PredictionLog:
     """Appends entries to a SQLite file from a background thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, flush_seconds: float = 0.1) -> None:
         self.path = path
+        self.flush_seconds = flush_seconds
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pending = 0
@@ -142,14 +142,11 @@ class PredictionLog:
         stopping = False
         while not stopping:
             batch = [self._queue.get()]
-            rows = len(getattr(batch[0], "rows", ()))
-            while rows < _BATCH_ROWS:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(item)
-                rows += len(getattr(item, "rows", ()))
+            if batch[0] is not _STOP:
+                # Let a batch gather: one wake-up and one transaction per interval instead
+                # of per request keeps this thread off the GIL the request path needs.
+                time.sleep(self.flush_seconds)
+            batch += _drain(self._queue)
             stopping = any(item is _STOP for item in batch)
             entries = [item for item in batch if isinstance(item, Entry)]
             if entries:
@@ -185,6 +182,15 @@ class PredictionLog:
         with self._lock:
             self._pending -= len(records)
         self.rows_written += len(records)
+
+
+def _drain(source: queue.SimpleQueue[Any]) -> list[Any]:
+    items = []
+    while True:
+        try:
+            items.append(source.get_nowait())
+        except queue.Empty:
+            return items
 
 
 def _records(entry: Entry) -> list[tuple[Any, ...]]:
