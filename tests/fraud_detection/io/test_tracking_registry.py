@@ -1,0 +1,126 @@
+"""Fetching a registered model from an MLflow store: registry URIs, aliases, versions and
+what each failure says."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fraud_detection.errors import ModelLoadError
+from fraud_detection.io import tracking
+from fraud_detection.io.model_package import REGISTRY_FILE, RegistryInfo, load_model_package
+from tests.model_helpers import RegistryStore, mixed_data, registry_store
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("models:/fraud-detector@champion", ("fraud-detector", "champion", None)),
+        ("models:/fraud-detector/12", ("fraud-detector", None, "12")),
+        ("models:/a.b_c@challenger", ("a.b_c", "challenger", None)),
+    ],
+)
+def test_parse_registry_uri(uri, expected):
+    assert tracking.parse_registry_uri(uri) == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("fraud-detector@champion", "is not a registry URI"),
+        ("models:/", "is not a registry URI"),
+        ("/models/fraud", "is not a registry URI"),
+        ("models:/fraud-detector/latest", "the version after the model name must be a number"),
+        ("models:/fraud-detector", "the version after the model name must be a number"),
+    ],
+)
+def test_parse_registry_uri_rejects(uri, message):
+    with pytest.raises(ModelLoadError, match="models:/<name>@<alias>") as caught:
+        tracking.parse_registry_uri(uri)
+    assert message in str(caught.value)
+    assert repr(uri) in str(caught.value)
+
+
+def test_missing_sqlite_store(tmp_path):
+    store = f"sqlite:///{tmp_path / 'nothing.db'}"
+    with pytest.raises(ModelLoadError, match=r"no MLflow store at .*nothing\.db: run `make train`"):
+        tracking.fetch_registered_model("models:/m@champion", tmp_path / "dest", store)
+
+
+def test_bad_uri_fails_before_the_store_is_touched(tmp_path):
+    with pytest.raises(ModelLoadError, match="is not a registry URI"):
+        tracking.fetch_registered_model("m@champion", tmp_path, "sqlite:///nowhere/x.db")
+
+
+def test_unreachable_tracking_server(tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ModelLoadError, match="unreachable"):
+        tracking.fetch_registered_model("models:/m@champion", tmp_path, f"http://127.0.0.1:{port}")
+
+
+# --- a real store (MLflow creates its tables: ~10 s, once per session) -----------------
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> RegistryStore:
+    return registry_store(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_fetch_by_alias(store, tmp_path):
+    dest = tmp_path / "model"
+    dest.mkdir()
+    info = tracking.fetch_registered_model(f"models:/{store.name}@champion", dest, store.uri)
+    assert info == RegistryInfo(
+        name=store.name,
+        version="1",
+        alias="champion",
+        run_id=store.run_ids["1"],
+        source_uri=f"models:/{store.name}@champion",
+    )
+    assert RegistryInfo.model_validate_json((dest / REGISTRY_FILE).read_text()) == info
+    package = load_model_package(dest)
+    assert package.registry == info
+    assert package.run_id == store.run_ids["1"]
+    assert package.schema == store.schema
+    X, _ = mixed_data(rows=40, seed=5)
+    np.testing.assert_array_equal(
+        package.pipeline.predict_proba(X), store.pipeline.predict_proba(X)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("suffix", "version", "alias"),
+    [("@challenger", "2", "challenger"), ("/2", "2", None), ("/1", "1", None)],
+)
+def test_fetch_by_other_alias_or_version(store, tmp_path, suffix, version, alias):
+    info = tracking.fetch_registered_model(f"models:/{store.name}{suffix}", tmp_path, store.uri)
+    assert (info.version, info.alias, info.run_id) == (version, alias, store.run_ids[version])
+    assert load_model_package(tmp_path).registry == info
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "uri_suffix", ["no-such-model@champion", "{name}@no-such-alias", "{name}/99"]
+)
+def test_unknown_model_alias_or_version(store, tmp_path, uri_suffix):
+    uri = "models:/" + uri_suffix.format(name=store.name)
+    with pytest.raises(ModelLoadError) as caught:
+        tracking.fetch_registered_model(uri, tmp_path, store.uri)
+    message = str(caught.value)
+    assert f"{uri} is not in the MLflow store {store.uri}" in message
+    assert "make train" in message
+    assert not (tmp_path / REGISTRY_FILE).exists()
+
+
+def test_store_folder_must_exist(tmp_path: Path):
+    with pytest.raises(ModelLoadError, match="no MLflow store"):
+        tracking.fetch_registered_model(
+            "models:/m/1", tmp_path, f"sqlite:///{tmp_path / 'gone' / 'mlflow.db'}"
+        )
