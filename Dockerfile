@@ -1,0 +1,109 @@
+# The prediction service with the exported champion: `make docker-build` (or `make test-image`,
+# which builds it and checks it end to end). Needs build/model from `make export-model`.
+#
+# Every stage starts from BASE_IMAGE and no other image is pulled, so a stand-in for the
+# official image (same Debian, same interpreter path) can replace it where no registry is
+# reachable. Both stages must use the same base: the venv's python is a symlink to it.
+ARG BASE_IMAGE=python:3.11-slim
+
+# ---------------------------------------------------------------------------------------
+# Builder: resolve nothing, install exactly what uv.lock pins for the `serve` extra.
+FROM ${BASE_IMAGE} AS builder
+
+# uv at the version the Makefile bootstraps (same lock format, same resolution).
+RUN python3 -m pip install --no-cache-dir --disable-pip-version-check uv==0.13.9
+
+# UV_PROJECT_ENVIRONMENT: the venv goes where the runtime stage copies it from.
+# UV_PYTHON / UV_PYTHON_DOWNLOADS: use the base image's interpreter, never a downloaded one
+#   (the runtime stage has only the base's).
+# UV_SYSTEM_CERTS: trust the system CA store, where a TLS-inspecting proxy's CA would be.
+# UV_LINK_MODE / UV_NO_CACHE: copy files into the venv and keep no wheel cache in the layer.
+ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON=python3 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_SYSTEM_CERTS=1 \
+    UV_LINK_MODE=copy \
+    UV_NO_CACHE=1
+
+WORKDIR /src
+
+# Serving dependencies only: the core plus the `serve` extra, no dev group (so no DVC,
+# MLflow, Evidently, pytest...). --compile-bytecode: the image's files are read-only to
+# the service user, so without .pyc files every start would recompile sklearn & co.
+# NCCL is xgboost's multi-GPU collective library (about 200 MB): nothing here uses it.
+# This layer depends on the lock file alone, so code and model changes reuse it.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --frozen --no-dev --extra serve --no-editable --compile-bytecode \
+        --no-install-project \
+        --no-install-package nvidia-nccl-cu12 --no-install-package nvidia-nccl-cu13
+
+# Two more cuts, about 300 MB together, in the same cached layer:
+# - xgboost's PyPI wheel carries its CUDA kernels (libxgboost.so is 226 MB); the service
+#   scores on CPU, so swap in xgboost-cpu, the same release built without CUDA (same
+#   Python package, same model format). Its version is read from what uv.lock installed,
+#   so the two cannot drift apart. --build-arg XGBOOST_CPU=0 keeps the lock's build.
+# - the test suites that numpy, pandas, scipy and scikit-learn ship (about 100 MB); the
+#   `testing` helper packages, which some libraries import, stay.
+ARG XGBOOST_CPU=1
+RUN if [ "${XGBOOST_CPU}" = 1 ]; then \
+        version=$(/opt/venv/bin/python -c 'from importlib.metadata import version; print(version("xgboost"))') \
+        && uv pip uninstall --python /opt/venv/bin/python xgboost \
+        && uv pip install --python /opt/venv/bin/python --no-deps --compile-bytecode \
+            "xgboost-cpu==${version}"; \
+    fi \
+    && find /opt/venv/lib -type d -name tests -path '*/site-packages/*' -prune -exec rm -rf {} +
+
+# The project itself, installed as a wheel (--no-editable) so the venv needs no /src.
+# hatchling reads README.md for the package metadata. --inexact and no xgboost: keep the
+# venv as the step above left it (sync would otherwise put the CUDA build back).
+COPY README.md ./
+COPY src ./src
+COPY serving ./serving
+RUN uv sync --frozen --no-dev --extra serve --no-editable --compile-bytecode --inexact \
+        --no-install-package xgboost \
+        --no-install-package nvidia-nccl-cu12 --no-install-package nvidia-nccl-cu13
+
+# ---------------------------------------------------------------------------------------
+# Runtime: the base image, the venv and the model; no uv, no pip cache, no sources.
+FROM ${BASE_IMAGE}
+
+# A fixed, non-root uid: volumes and Kubernetes' runAsUser can rely on it.
+# -l (--no-log-init): a large uid would otherwise grow /var/log/lastlog to gigabytes.
+ARG APP_UID=10001
+RUN groupadd --gid "${APP_UID}" app \
+    && useradd -l --uid "${APP_UID}" --gid app --no-create-home --home-dir /app \
+        --shell /usr/sbin/nologin app \
+    && mkdir -p /app/logs \
+    && chown app:app /app/logs
+
+COPY --from=builder /opt/venv /opt/venv
+# Last: a new champion changes only this layer. Root-owned, so the service cannot alter it.
+COPY build/model /app/model
+
+# The settings the service reads (serving/settings.py); any can be overridden with -e.
+# SERVING_HOST 0.0.0.0: reachable from outside the container.
+# SERVING_PREDICTION_LOG: in /app/logs, the one folder the app user may write, declared a
+#   volume so the log (read by the drift monitor) outlives the container.
+# PYTHONUNBUFFERED: log lines reach `docker logs` at once.
+ENV PATH=/opt/venv/bin:${PATH} \
+    SERVING_MODEL_URI=/app/model \
+    SERVING_HOST=0.0.0.0 \
+    SERVING_PORT=8000 \
+    SERVING_PREDICTION_LOG=/app/logs/predictions.db \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /app
+VOLUME ["/app/logs"]
+USER ${APP_UID}:${APP_UID}
+EXPOSE 8000
+
+# The slim image has no curl: ask /health with the standard library, on whatever port
+# SERVING_PORT says. /health (not /ready): a container without a model stays up and
+# explains itself on /ready, so restarting it would not help.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('SERVING_PORT', '8000'), timeout=4)"]
+
+# Exec form: python is PID 1 and receives SIGTERM itself; uvicorn then finishes in-flight
+# requests, runs the shutdown (which flushes the prediction log) and exits with 0.
+CMD ["python", "-m", "serving"]
