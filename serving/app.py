@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, Literal
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from fraud_detection.errors import ModelLoadError
 from serving.errors import install_error_handlers
@@ -44,11 +48,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model = None
     app.state.model_error = "the service is starting"
     app.state.prediction_log = PredictionLog(settings.prediction_log)
+    app.state.body_models = []
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
     app.include_router(service.router)
     app.include_router(monitoring.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the schema-built request bodies (the prediction endpoints
+    parse raw bytes, so FastAPI does not see their models)."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        models: list[tuple[type[BaseModel], Literal["validation"]]] = [
+            (model, "validation") for model in app.state.body_models
+        ]
+        if models:
+            _, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(definitions.get("$defs", {}))
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
 @asynccontextmanager
@@ -77,7 +104,9 @@ def _load(app: FastAPI, settings: Settings) -> None:
         metrics.model_loaded.set(0)
         return
     app.state.model = model
-    app.include_router(predict_router(model, settings.max_batch_rows))
+    router, body_models = predict_router(model, settings.max_batch_rows)
+    app.include_router(router)
+    app.state.body_models = body_models
     metrics.model_loaded.set(1)
     metrics.model_info.labels(
         model.name, model.version, model.alias or "", model.scorer.method

@@ -34,7 +34,7 @@ class LoadedModel:
 
     @property
     def threshold(self) -> float:
-        return self.package.threshold
+        return float(self.package.threshold)
 
     def describe(self) -> dict[str, Any]:
         """The body of GET /model."""

@@ -39,6 +39,7 @@ def _field(feature: Feature, example: float | str | None) -> tuple[type, Any]:
             float,
             Field(
                 alias=feature.name,
+                title=feature.name,
                 description=description,
                 ge=feature.minimum,
                 le=feature.maximum,
