@@ -17,7 +17,10 @@ MLFLOW_PORT ?= 5000
 IMAGE ?= fraud-detector:latest
 DOCKER ?= docker
 PORT ?= 8000
-CONTAINER_SH ?= ../shared/container/container.sh
+# podman with Docker's syntax, for `make test-image` (shared/ lies beside the clone; on these
+# machines it is also at /work/shared).
+CONTAINER_SH ?= $(firstword $(wildcard ../shared/container/container.sh \
+	/work/shared/container/container.sh) ../shared/container/container.sh)
 
 # Stage commands in dvc.yaml call `python`: make it the project's interpreter.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -29,7 +32,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
-	/^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	/^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -57,9 +60,10 @@ test: lint typecheck ## Lint, type-check and run every test (slow ones included)
 test-fast: $(INSTALLED) ## Run the tests that are not marked slow
 	pytest -m "not slow"
 
-lint: $(INSTALLED) ## ruff lint and format check
+lint: $(INSTALLED) ## ruff lint and format check, hadolint on the Dockerfile
 	ruff check .
 	ruff format --check .
+	hadolint Dockerfile
 
 format: $(INSTALLED) ## Apply ruff's fixes and formatting
 	ruff check --fix .
@@ -84,11 +88,19 @@ serve: $(INSTALLED) ## Serve the registry champion on http://127.0.0.1:8000 (/do
 export-model: $(INSTALLED) ## Copy the registry champion into build/model (what the image serves)
 	python -m pipelines.export_model --out build/model
 
-docker-build: export-model ## Build the serving image $(IMAGE) with the exported champion
+docker-build: export-model ## Build the serving image (IMAGE=fraud-detector:latest) with the champion
 	$(DOCKER) build -t $(IMAGE) .
 
-docker-run: ## Run the serving image on port $(PORT)
+docker-run: ## Run the serving image on port PORT (8000)
 	$(DOCKER) run --rm -p $(PORT):$(PORT) -e SERVING_PORT=$(PORT) $(IMAGE)
+
+# The champion comes from the local MLflow store: a fresh clone has none, so when the export
+# fails this trains one first (`make train`, a few minutes) and exports again.
+test-image: $(INSTALLED) ## Build the serving image with podman and check it end to end
+	@$(MAKE) --no-print-directory export-model || { \
+		echo "test-image: no champion to export; training one (make train)"; \
+		$(MAKE) --no-print-directory train export-model; }
+	python tests/image/check_image.py --container-sh "$(CONTAINER_SH)"
 
 bench-serving: $(INSTALLED) ## Measure the service against `mlflow models serve` and the ceiling
 	python benchmarks/serving.py

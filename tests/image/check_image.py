@@ -1,0 +1,445 @@
+"""Build the serving image and check it end to end: what `make test-image` runs.
+
+    python tests/image/check_image.py [--container-sh PATH] [--tag TAG] [--no-build]
+
+Builds the image from the repository (build/model must hold an exported model), runs it
+detached on a free port, waits for /ready, checks /health, /ready, /predict, /predict/batch,
+/model, /metrics and the image's HEALTHCHECK, checks that it runs as a non-root user and
+holds no training or monitoring packages, stops it with SIGTERM and checks that it exits
+with 0 after closing the prediction log. The container is always removed. Any failed step
+ends the run with exit code 1 and names the step. The figures (build time, image size,
+time to ready, time to stop) are printed and written to benchmarks/results/image.json.
+
+Not a pytest module (no test_ prefix): it needs a container engine, which `make test` does
+not. The engine is reached through container.sh (podman with Docker's build/run syntax).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTAINER_SH_CANDIDATES = (
+    ROOT.parent / "shared/container/container.sh",
+    Path("/work/shared/container/container.sh"),
+)
+MODEL_DIR = ROOT / "build/model"
+RESULTS = ROOT / "benchmarks/results/image.json"
+BATCH_ROWS = 100
+# Packages the serving image must not contain (training, monitoring, dev tools).
+ABSENT = ("mlflow", "dvc", "evidently", "pytest", "imblearn", "matplotlib")
+# ... and the ones it must: the model's stack, xgboost included (any champion may be one).
+PRESENT = ("fraud_detection", "serving", "sklearn", "xgboost", "treelite", "uvicorn")
+# Podman without systemd logs this on every run/stop of an image with a HEALTHCHECK;
+# the check still works when run by hand (podman healthcheck run).
+NOISE = re.compile(r"unable to get systemd connection|healthcheck.*systemd")
+SHUTDOWN_LINE = re.compile(r"prediction log closed: (\d+) rows written")
+
+
+class StepError(RuntimeError):
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"{step}: {message}")
+        self.step = step
+        self.message = message
+
+
+class Engine:
+    """podman through container.sh; output of failed commands is kept for the message."""
+
+    def __init__(self, script: Path) -> None:
+        self.script = script
+
+    def __call__(
+        self, *args: str, check: bool = True, step: str = "container engine"
+    ) -> subprocess.CompletedProcess[str]:
+        # `bash script`: CI's copy of shared/ may lack the execute bit.
+        done = subprocess.run(
+            ["bash", str(self.script), *args], capture_output=True, text=True, check=False
+        )
+        done.stderr = "".join(
+            line for line in done.stderr.splitlines(keepends=True) if not NOISE.search(line)
+        )
+        if check and done.returncode != 0:
+            output = (done.stderr or done.stdout).strip()[-2000:]
+            raise StepError(step, f"`{' '.join(args[:3])} ...` exited {done.returncode}\n{output}")
+        return done
+
+    def podman(self, *args: str, check: bool = True, step: str = "podman") -> str:
+        return self("podman", *args, check=check, step=step).stdout.strip()
+
+
+def main() -> int:
+    args = _arguments()
+    engine = Engine(_container_sh(args.container_sh))
+    figures: dict[str, Any] = {"image": args.tag}
+    name = f"fraud-detector-check-{os.getpid()}-{secrets.token_hex(3)}"
+    step = "setup"
+    try:
+        step = "model"
+        _check_model_folder()
+        step = "build"
+        if not args.no_build:
+            figures["build_s"] = _build(engine, args.tag)
+        step = "inspect image"
+        figures |= _inspect_image(engine, args.tag, args.base)
+        step = "run"
+        port = _free_port()
+        with _container(engine, name) as started:
+            engine("run", "-d", "--name", name, "-e", f"SERVING_PORT={port}", args.tag, step=step)
+            base = f"http://127.0.0.1:{port}"
+            step = "wait for /ready"
+            figures["ready_s"] = _wait_ready(engine, name, base, started, args.ready_timeout)
+            print(f"ready after {figures['ready_s']:.1f} s", flush=True)
+            step = "endpoints"
+            rows = _check_endpoints(base)
+            step = "user"
+            _check_user(engine, name)
+            step = "packages"
+            _check_packages(engine, name)
+            step = "healthcheck"
+            _check_healthcheck(engine, name)
+            step = "stop"
+            figures |= _stop(engine, name, args.stop_timeout, expected_rows=rows)
+        step = "size"
+        if figures["size_mb"] > args.max_size_mb:
+            raise StepError(
+                step, f"{figures['size_mb']:.0f} MB, more than --max-size-mb {args.max_size_mb}"
+            )
+    except StepError as failure:
+        print(f"\ntest-image: FAILED at step '{failure.step}': {failure.message}", file=sys.stderr)
+        return 1
+    except Exception as error:  # an unexpected error still names the step it broke
+        print(f"\ntest-image: FAILED at step '{step}': {error!r}", file=sys.stderr)
+        return 1
+    _report(figures)
+    return 0
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--container-sh", type=Path, help="default: $CONTAINER_SH, else shared/")
+    parser.add_argument("--tag", default="localhost/fraud-detector:test", help="image to build")
+    parser.add_argument("--no-build", action="store_true", help="check the existing --tag")
+    parser.add_argument(
+        "--base",
+        default=os.environ.get("CONTAINER_BASE_IMAGE", "localhost/python-slim-standin:3.11"),
+        help="base image, to report the size the project adds to it",
+    )
+    parser.add_argument("--max-size-mb", type=float, default=700)
+    parser.add_argument("--ready-timeout", type=float, default=120)
+    parser.add_argument("--stop-timeout", type=int, default=30)
+    return parser.parse_args()
+
+
+def _container_sh(given: Path | None) -> Path:
+    candidates = [given] if given else []
+    if not given and os.environ.get("CONTAINER_SH"):
+        candidates.append(Path(os.environ["CONTAINER_SH"]))
+    candidates += [] if given else list(CONTAINER_SH_CANDIDATES)
+    for path in candidates:
+        if path.is_file():
+            return path
+    tried = ", ".join(str(path) for path in candidates)
+    print(f"test-image: FAILED at step 'setup': no container.sh (tried {tried})", file=sys.stderr)
+    sys.exit(1)
+
+
+def _check_model_folder() -> None:
+    schema = MODEL_DIR / "extra_files/feature_schema.json"
+    if not (MODEL_DIR / "MLmodel").is_file() or not schema.is_file():
+        raise StepError("model", f"no exported model in {MODEL_DIR}: run `make export-model`")
+
+
+def _example() -> dict[str, Any]:
+    schema = json.loads((MODEL_DIR / "extra_files/feature_schema.json").read_text())
+    example = schema.get("example")
+    if not isinstance(example, dict) or not example:
+        raise StepError("endpoints", "feature_schema.json has no example transaction")
+    return example
+
+
+def _build(engine: Engine, tag: str) -> float:
+    previous = engine.podman("image", "inspect", "--format", "{{.Id}}", tag, check=False)
+    print(f"building {tag} ...", flush=True)
+    started = time.perf_counter()
+    # Streamed: the build log is what one reads when this step fails.
+    done = subprocess.run(
+        ["bash", str(engine.script), "build", "-t", tag, str(ROOT)], check=False, cwd=ROOT
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise StepError("build", f"the image build exited {done.returncode} (log above)")
+    current = engine.podman("image", "inspect", "--format", "{{.Id}}", tag)
+    if previous and previous != current:
+        # The image this tag named before: its layers would otherwise pile up run after run.
+        engine.podman("rmi", previous, check=False)
+    print(f"built in {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def _inspect_image(engine: Engine, tag: str, base: str) -> dict[str, Any]:
+    info = json.loads(engine.podman("image", "inspect", tag, step="inspect image"))[0]
+    config = info.get("Config") or {}
+    user = str(config.get("User") or "")
+    if user.split(":", maxsplit=1)[0] in {"", "0", "root"}:
+        raise StepError("inspect image", f"the image runs as root (User={user!r})")
+    # Docker keeps it in Config, podman beside it.
+    healthcheck = (config.get("Healthcheck") or info.get("Healthcheck") or {}).get("Test")
+    if not healthcheck:
+        raise StepError("inspect image", "the image declares no HEALTHCHECK")
+    command = (config.get("Entrypoint") or []) + (config.get("Cmd") or [])
+    if not command or command[0] in {"/bin/sh", "sh", "/bin/bash"}:
+        # Shell form: sh would be PID 1 and python would never see SIGTERM.
+        raise StepError("inspect image", f"the command is not in exec form: {command}")
+    figures: dict[str, Any] = {"user": user, "size_mb": info["Size"] / 1e6}
+    base_size = engine.podman("image", "inspect", "--format", "{{.Size}}", base, check=False)
+    if base_size.isdigit():
+        figures["base_image"] = base
+        figures["over_base_mb"] = (info["Size"] - int(base_size)) / 1e6
+    return figures
+
+
+def _free_port() -> int:
+    # The container shares the host's network (container.sh): SERVING_PORT is its port.
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def _container(engine: Engine, name: str) -> Iterator[float]:
+    """Yields the start time; the container is removed however the block ends."""
+    started = time.perf_counter()
+    try:
+        yield started
+    finally:
+        engine.podman("rm", "-f", "-t", "0", name, check=False)
+
+
+def _request(url: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"} if data else {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    text = raw.decode(errors="replace")
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text
+
+
+def _wait_ready(engine: Engine, name: str, base: str, started: float, timeout: float) -> float:
+    last = "no answer yet"
+    while time.perf_counter() - started < timeout:
+        try:
+            status, body = _request(f"{base}/ready", timeout=2)
+            if status == 200:
+                return time.perf_counter() - started
+            last = f"/ready answered {status}: {body}"
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            last = f"no answer ({error})"
+        state = engine.podman("inspect", "--format", "{{.State.Status}}", name, check=False)
+        if state and state not in {"running", "created", "configured", "initialized"}:
+            raise StepError(
+                "wait for /ready", f"the container is {state}; its log:\n{_logs(engine, name)}"
+            )
+        time.sleep(0.2)
+    raise StepError(
+        "wait for /ready", f"not ready after {timeout:.0f} s ({last}); log:\n{_logs(engine, name)}"
+    )
+
+
+def _logs(engine: Engine, name: str, tail: int = 40) -> str:
+    done = engine("podman", "logs", "--tail", str(tail), name, check=False)
+    return (done.stdout + done.stderr).strip()
+
+
+def _expect(condition: bool, step: str, message: str) -> None:
+    if not condition:
+        raise StepError(step, message)
+
+
+def _is_probability(value: Any) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value) and 0 <= value <= 1
+
+
+def _check_endpoints(base: str) -> int:
+    """Checks every endpoint; returns the number of predictions made (all get logged)."""
+    status, body = _request(f"{base}/health")
+    _expect(status == 200 and body == {"status": "ok"}, "GET /health", f"{status} {body}")
+
+    status, body = _request(f"{base}/ready")
+    _expect(status == 200 and body.get("status") == "ready", "GET /ready", f"{status} {body}")
+
+    status, card = _request(f"{base}/model")
+    _expect(status == 200, "GET /model", f"{status} {card}")
+    _expect(bool(card.get("name")) and bool(card.get("version")), "GET /model", f"{card}")
+    _expect(card.get("source") == "/app/model", "GET /model", f"source {card.get('source')}")
+    model = {"name": card["name"], "version": card["version"]}
+
+    example = _example()
+    status, one = _request(f"{base}/predict", example)
+    _expect(status == 200, "POST /predict", f"{status} {one}")
+    _expect(_is_probability(one.get("probability")), "POST /predict", f"probability in {one}")
+    _expect(one.get("model") == model, "POST /predict", f"model {one.get('model')} != {model}")
+    _expect(
+        one.get("is_fraud") == (one["probability"] >= one.get("threshold", math.nan)),
+        "POST /predict",
+        f"is_fraud disagrees with the threshold: {one}",
+    )
+
+    status, batch = _request(f"{base}/predict/batch", {"transactions": [example] * BATCH_ROWS})
+    _expect(status == 200, "POST /predict/batch", f"{status} {str(batch)[:500]}")
+    predictions = batch.get("predictions", [])
+    _expect(
+        len(predictions) == BATCH_ROWS,
+        "POST /predict/batch",
+        f"{len(predictions)} predictions for {BATCH_ROWS} transactions",
+    )
+    _expect(
+        all(_is_probability(p.get("probability")) for p in predictions),
+        "POST /predict/batch",
+        "a probability outside [0, 1]",
+    )
+    _expect(
+        all(math.isclose(p["probability"], one["probability"], abs_tol=1e-9) for p in predictions),
+        "POST /predict/batch",
+        f"copies of the example do not score as /predict did ({one['probability']})",
+    )
+    _expect(batch.get("model") == model, "POST /predict/batch", f"model {batch.get('model')}")
+
+    status, body = _request(f"{base}/predict", {**example, "not_a_feature": 1})
+    _expect(status == 422, "POST /predict (unknown field)", f"expected 422, got {status}")
+
+    status, text = _request(f"{base}/metrics")
+    _expect(status == 200 and isinstance(text, str), "GET /metrics", f"{status}")
+    print(
+        f"endpoints ok: {model['name']} v{model['version']}, "
+        f"P(fraud | example) = {one['probability']:.4f}, batch of {BATCH_ROWS} ok",
+        flush=True,
+    )
+    return 1 + BATCH_ROWS
+
+
+def _check_user(engine: Engine, name: str) -> None:
+    uid = engine.podman("exec", name, "id", "-u", step="user")
+    _expect(uid.isdigit() and uid != "0", "user", f"the service runs as uid {uid!r}")
+    print(f"runs as uid {uid}", flush=True)
+
+
+PACKAGES_PROBE = """
+import importlib, json, sys
+absent, present = sys.argv[1].split(","), sys.argv[2].split(",")
+found = {}
+for name in absent + present:
+    try:
+        importlib.import_module(name)
+        found[name] = True
+    except ModuleNotFoundError:
+        found[name] = False
+import numpy as np, xgboost
+X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
+p = xgboost.XGBClassifier(n_estimators=3, n_jobs=1).fit(X, y).predict_proba(X)
+print(json.dumps({"found": found, "xgboost": xgboost.__version__, "xgb_rows": len(p)}))
+"""
+
+
+def _check_packages(engine: Engine, name: str) -> None:
+    out = engine.podman(
+        "exec",
+        name,
+        "python",
+        "-c",
+        PACKAGES_PROBE,
+        ",".join(ABSENT),
+        ",".join(PRESENT),
+        step="packages",
+    )
+    probe = json.loads(out.splitlines()[-1])
+    found = probe["found"]
+    unwanted = [package for package in ABSENT if found[package]]
+    missing = [package for package in PRESENT if not found[package]]
+    _expect(not unwanted, "packages", f"the image holds {', '.join(unwanted)}")
+    _expect(not missing, "packages", f"the image lacks {', '.join(missing)}")
+    _expect(probe["xgb_rows"] == 40, "packages", f"xgboost did not predict: {probe}")
+    print(
+        f"packages ok: no {', '.join(ABSENT)}; xgboost {probe['xgboost']} trains and predicts",
+        flush=True,
+    )
+
+
+def _check_healthcheck(engine: Engine, name: str) -> None:
+    done = engine("podman", "healthcheck", "run", name, check=False)
+    _expect(
+        done.returncode == 0,
+        "healthcheck",
+        f"the image's HEALTHCHECK failed ({done.returncode}): {(done.stdout + done.stderr)}",
+    )
+
+
+def _stop(engine: Engine, name: str, timeout: int, expected_rows: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    engine.podman("stop", "-t", str(timeout), name, step="stop")
+    seconds = time.perf_counter() - started
+    code = engine.podman("inspect", "--format", "{{.State.ExitCode}}", name, step="stop")
+    log = _logs(engine, name, tail=200)
+    _expect(
+        code == "0",
+        "stop",
+        f"exit code {code} after {seconds:.1f} s (137: killed at the stop timeout); log:\n{log}",
+    )
+    _expect(seconds < timeout / 2, "stop", f"took {seconds:.1f} s of the {timeout} s stop timeout")
+    match = SHUTDOWN_LINE.search(log)
+    if match is None:
+        raise StepError("stop", f"no 'prediction log closed' line in the log:\n{log}")
+    rows = int(match.group(1))
+    _expect(
+        rows == expected_rows,
+        "stop",
+        f"the prediction log wrote {rows} rows for {expected_rows} predictions",
+    )
+    print(f"stopped in {seconds:.1f} s, exit code 0, {match.group(0)}", flush=True)
+    return {"stop_s": seconds, "exit_code": 0, "rows_logged": rows}
+
+
+def _report(figures: dict[str, Any]) -> None:
+    record = {
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+        **{k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    build = f"build {figures['build_s']:.0f} s, " if "build_s" in figures else ""
+    over = f" ({figures['over_base_mb']:.0f} MB over the base)" if "over_base_mb" in figures else ""
+    print(
+        f"\ntest-image: OK. {build}size {figures['size_mb']:.0f} MB{over}, "
+        f"ready after {figures['ready_s']:.1f} s, stopped in {figures['stop_s']:.1f} s "
+        f"(exit 0) -> {RESULTS.relative_to(ROOT)}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
