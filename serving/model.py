@@ -57,7 +57,20 @@ class LoadedModel:
 
 
 def load_model(settings: Settings, registry_cache: Path | None = None) -> LoadedModel:
-    """Resolve ``settings.model_uri`` and load it; failures are :class:`ModelLoadError`."""
+    """Resolve ``settings.model_uri`` and load it; every failure is a
+    :class:`ModelLoadError` (the service stays up and /ready says why)."""
+    try:
+        return _load(settings, registry_cache)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # a store or a model broken in a way nobody foresaw
+        logger.exception("loading %s failed", settings.model_uri)
+        raise ModelLoadError(
+            f"loading {settings.model_uri} failed ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _load(settings: Settings, registry_cache: Path | None) -> LoadedModel:
     started = time.perf_counter()
     uri = settings.model_uri
     if uri.startswith("models:/"):
