@@ -1,0 +1,106 @@
+"""Fixtures for the service tests: a real model folder, apps made from it, and clients
+that run the app's lifespan (model load, prediction log) like uvicorn does."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sklearn.pipeline import Pipeline
+
+from fraud_detection.schema import FeatureSchema, with_example
+from serving.app import create_app
+from serving.settings import ENV_PREFIX, Settings
+from tests.model_helpers import fitted_pipeline, save_folder
+
+AppFactory = Callable[..., FastAPI]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedModel:
+    """The model folder the service tests serve, and what they need to check answers."""
+
+    folder: Path
+    schema: FeatureSchema
+    pipeline: Pipeline
+    legit_row: dict[str, float]  # scores well below the 0.5 threshold
+    fraud_row: dict[str, float]  # scores at or above it
+
+    def probability(self, row: dict[str, Any]) -> float:
+        frame = pd.DataFrame([row], columns=self.schema.names)
+        return float(self.pipeline.predict_proba(frame)[0, 1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_serving_environment() -> Iterator[None]:
+    """Settings read SERVING_* variables: the developer's own must not leak in."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(ENV_PREFIX) or name == "PROMETHEUS_MULTIPROC_DIR":
+                patch.delenv(name)
+        yield
+
+
+@pytest.fixture(scope="session")
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_features: pd.DataFrame,
+    simulator_schema: FeatureSchema,
+) -> ServedModel:
+    """A 20-tree forest on the small simulated world, saved as the evaluate stage does."""
+    schema = with_example(simulator_schema, small_features)
+    X = small_features[schema.names]
+    y = small_features[schema.target]
+    pipeline = fitted_pipeline(X, y, schema, "random_forest", n_estimators=20, max_depth=6)
+    folder = save_folder(pipeline, tmp_path_factory.mktemp("served") / "model", schema, X.head(5))
+    scores = pipeline.predict_proba(X)[:, 1]
+    assert scores.max() >= 0.5 > scores.min(), "the fixture needs both decisions"
+
+    def row(index: int) -> dict[str, float]:
+        return {name: float(value) for name, value in X.iloc[index].items()}
+
+    return ServedModel(
+        folder, schema, pipeline, row(int(np.argmin(scores))), row(int(np.argmax(scores)))
+    )
+
+
+@pytest.fixture
+def make_app(served: ServedModel, tmp_path: Path) -> AppFactory:
+    """``make_app(**settings)``: an app serving the fixture model, logging into tmp_path."""
+
+    def make(**overrides: Any) -> FastAPI:
+        settings: dict[str, Any] = {
+            "model_uri": str(served.folder),
+            "prediction_log": tmp_path / "predictions.db",
+        }
+        return create_app(Settings(**(settings | overrides)))
+
+    return make
+
+
+@pytest.fixture
+def client(make_app: AppFactory) -> Iterator[TestClient]:
+    with TestClient(make_app()) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def shared_client(
+    served: ServedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """One running service for a module of read-only checks (saves a start per test)."""
+    settings = Settings(
+        model_uri=str(served.folder),
+        prediction_log=tmp_path_factory.mktemp("log") / "predictions.db",
+        max_batch_rows=5,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
