@@ -1,0 +1,105 @@
+"""``python -m serving``: bad settings exit with code 2 and a message before uvicorn is
+even imported; good ones reach uvicorn.run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from serving import __main__ as entry
+from serving.metrics import MULTIPROCESS_ENV
+
+
+def run_serving(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
+    return subprocess.run(
+        [sys.executable, "-m", "serving"],
+        cwd=tmp_path,
+        env=env | variables,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"SERVING_PORT": "0"}, "SERVING_PORT='0': Input should be greater than or equal to 1"),
+        ({"SERVING_WORKERS": "lots"}, "SERVING_WORKERS='lots': "),
+        ({"SERVING_MODLE_URI": "x"}, "SERVING_MODLE_URI is not a setting (did you mean "),
+    ],
+    ids=["port", "workers", "typo"],
+)
+def test_bad_settings_exit_2_with_the_message(tmp_path, variables, expected):
+    started = time.perf_counter()
+    result = run_serving(tmp_path, **variables)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("serving: invalid service settings:\n")
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert time.perf_counter() - started < 30  # fails before loading anything heavy
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.fixture
+def uvicorn_calls(monkeypatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append({"app": app} | kwargs))
+    monkeypatch.delenv(MULTIPROCESS_ENV, raising=False)
+    return calls
+
+
+def test_main_runs_uvicorn_with_the_settings(monkeypatch, tmp_path, uvicorn_calls):
+    monkeypatch.setenv("SERVING_PREDICTION_LOG", str(tmp_path / "p.db"))
+    monkeypatch.setenv("SERVING_PORT", "9123")
+    monkeypatch.setenv("SERVING_HOST", "0.0.0.0")
+    monkeypatch.setenv("SERVING_LOG_LEVEL", "WARNING")
+    assert entry.main() == 0
+    assert uvicorn_calls == [
+        {
+            "app": "serving.app:create_app",
+            "factory": True,
+            "host": "0.0.0.0",
+            "port": 9123,
+            "workers": 1,
+            "log_level": "warning",
+            "access_log": False,
+            "timeout_graceful_shutdown": 30,
+        }
+    ]
+    assert MULTIPROCESS_ENV not in os.environ
+
+
+def test_several_workers_share_a_prometheus_folder(monkeypatch, tmp_path, uvicorn_calls):
+    monkeypatch.setenv("SERVING_PREDICTION_LOG", str(tmp_path / "p.db"))
+    monkeypatch.setenv("SERVING_WORKERS", "3")
+    assert entry.main() == 0
+    assert uvicorn_calls[0]["workers"] == 3
+    folder = Path(os.environ[MULTIPROCESS_ENV])
+    assert folder.is_dir()
+    folder.rmdir()
+
+
+def test_an_existing_prometheus_folder_is_kept(monkeypatch, tmp_path, uvicorn_calls):
+    monkeypatch.setenv("SERVING_PREDICTION_LOG", str(tmp_path / "p.db"))
+    monkeypatch.setenv("SERVING_WORKERS", "2")
+    monkeypatch.setenv(MULTIPROCESS_ENV, str(tmp_path))
+    assert entry.main() == 0
+    assert os.environ[MULTIPROCESS_ENV] == str(tmp_path)
+
+
+def test_main_returns_2_on_bad_settings(monkeypatch, capsys, uvicorn_calls):
+    monkeypatch.setenv("SERVING_PORT", "http")
+    assert entry.main() == 2
+    assert "SERVING_PORT='http'" in capsys.readouterr().err
+    assert uvicorn_calls == []
