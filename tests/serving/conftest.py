@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,13 @@ def _no_serving_environment() -> Iterator[None]:
             if name.startswith(ENV_PREFIX) or name == "PROMETHEUS_MULTIPROC_DIR":
                 patch.delenv(name)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _temporary_folders_in_tmp_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A registry model is downloaded into a new temporary folder (kept after the service
+    stops): keep those in tmp_path, not the machine's /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,10 @@ def test_bad_settings_exit_2_with_the_message(tmp_path, variables, expected):
 def uvicorn_calls(monkeypatch) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append({"app": app} | kwargs))
-    monkeypatch.delenv(MULTIPROCESS_ENV, raising=False)
+    # main() sets the variable itself: setenv first so that teardown removes it again
+    # (delenv of an unset variable records nothing to undo).
+    monkeypatch.setenv(MULTIPROCESS_ENV, "")
+    monkeypatch.delenv(MULTIPROCESS_ENV)
     return calls
 
 
