@@ -18,7 +18,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from fraud_detection.inference import Scorer
+import serving.model
+from fraud_detection.inference import Scorer, pipeline_scorer
 from serving.app import create_app
 from serving.settings import Settings
 from tests.model_helpers import mixed_model_folder
@@ -361,6 +362,37 @@ def test_a_failing_model_gets_a_bare_500_and_the_service_keeps_serving(make_app,
         still_serving(client, served)
         metrics = client.get("/metrics").text
         assert 'http_requests_total{endpoint="/predict",method="POST",status="500"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    "scoring",
+    [
+        "compiled",
+        pytest.param(
+            "pipeline",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="reported bug: predict_proba refuses values beyond float32 (trees) or "
+                "that overflow the scaler, and the service answers 500; the compiled path "
+                "scores them. Needs a bound in the request schema or a 422 for them.",
+            ),
+        ),
+    ],
+)
+@pytest.mark.parametrize("amount", [1e300, 1.7e308])
+def test_huge_but_finite_numbers_are_not_a_server_error(
+    make_app, served, monkeypatch, scoring, amount
+):
+    if scoring == "pipeline":  # what the service does when compile_scorer falls back
+        monkeypatch.setattr(
+            serving.model,
+            "compile_scorer",
+            lambda pipeline, schema, example: pipeline_scorer(pipeline, schema, "forced"),
+        )
+    with TestClient(make_app(), raise_server_exceptions=False) as client:
+        assert client.get("/model").json()["scoring"]["method"] == scoring
+        response = client.post("/predict", json={**served.legit_row, "TX_AMOUNT": amount})
+    assert response.status_code < 500, response.text
 
 
 # --- a schema with a categorical feature -----------------------------------------------
