@@ -73,7 +73,7 @@ def served(
     assert scores.max() >= 0.5 > scores.min(), "the fixture needs both decisions"
 
     def row(index: int) -> dict[str, float]:
-        return {name: float(value) for name, value in X.iloc[index].items()}
+        return {str(name): float(value) for name, value in X.iloc[index].items()}
 
     return ServedModel(
         folder, schema, pipeline, row(int(np.argmin(scores))), row(int(np.argmax(scores)))

@@ -380,6 +380,7 @@ def test_a_failing_model_gets_a_bare_500_and_the_service_keeps_serving(make_app,
     ],
 )
 @pytest.mark.parametrize("amount", [1e300, 1.7e308])
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_huge_but_finite_numbers_are_not_a_server_error(
     make_app, served, monkeypatch, scoring, amount
 ):

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
+import serving.model
 from fraud_detection.io.model_package import SCHEMA_FILE
 from serving.dependencies import get_model
 from tests.model_helpers import METADATA, save_folder
@@ -303,3 +304,16 @@ def test_without_a_model_the_service_stays_up_and_says_why(
             assert client.get("/openapi.json").status_code == 200
     assert "no model loaded, /ready answers 503" in caplog.text
     assert reason in caplog.text
+
+
+def test_an_unforeseen_load_failure_also_keeps_the_service_up(make_app, monkeypatch, caplog):
+    def broken_compiler(pipeline, schema, example):
+        raise ValueError("could not convert string to float: 'web'")
+
+    monkeypatch.setattr(serving.model, "compile_scorer", broken_compiler)
+    with caplog.at_level(logging.ERROR, logger="serving"), TestClient(make_app()) as client:
+        ready = client.get("/ready")
+        assert client.get("/health").status_code == 200
+    assert ready.status_code == 503
+    assert "failed (ValueError: could not convert string to float: 'web')" in ready.json()["detail"]
+    assert "Traceback" in caplog.text  # the log keeps the stack for whoever debugs it
