@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import logging
+import copy
 import os
 import sys
 import tempfile
+from typing import Any
 
 from serving.metrics import MULTIPROCESS_ENV
 from serving.settings import SettingsError, load_settings
@@ -17,9 +18,6 @@ def main() -> int:
     except SettingsError as error:
         print(f"serving: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s | %(message)s"
-    )
     if settings.workers > 1 and not os.environ.get(MULTIPROCESS_ENV):
         # Each worker is a process: Prometheus needs a shared folder to add them up.
         os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="prometheus-")
@@ -27,6 +25,9 @@ def main() -> int:
 
     uvicorn.run(
         "serving.app:create_app",
+        # uvicorn configures logging in each worker process: the service's own logger
+        # must be part of that configuration, or workers > 1 would drop its lines.
+        log_config=_log_config(uvicorn.config.LOGGING_CONFIG, settings.log_level.upper()),
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -37,6 +38,18 @@ def main() -> int:
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def _log_config(base: dict[str, Any], level: str) -> dict[str, Any]:
+    config = copy.deepcopy(base)
+    config["formatters"]["service"] = {"format": "%(asctime)s %(levelname)s %(name)s | %(message)s"}
+    config["handlers"]["service"] = {
+        "formatter": "service",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["serving"] = {"handlers": ["service"], "level": level, "propagate": False}
+    return config
 
 
 if __name__ == "__main__":
