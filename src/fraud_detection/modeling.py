@@ -208,7 +208,9 @@ def refit_for_serving(pipeline: ImbPipeline, X: Any, y: Any) -> Pipeline:
     side; a lone refit can use every core. Serving scores a few rows at a time, where
     starting threads costs more than it saves, so the shipped model uses one.
     """
-    threaded = "n_jobs" in pipeline.named_steps["model"].get_params()
+    # Only estimators whose fit really uses threads: LogisticRegression also takes n_jobs,
+    # but it is deprecated there (FutureWarning in scikit-learn 1.9, an error in 1.10).
+    threaded = isinstance(pipeline.named_steps["model"], RandomForestClassifier | XGBClassifier)
     if threaded:
         pipeline.set_params(model__n_jobs=-1)
     pipeline.fit(X, y)

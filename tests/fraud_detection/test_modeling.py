@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +327,17 @@ def test_refit_for_serving_ships_a_single_threaded_model(kind):
     # Threads change the speed of the fit, not its result.
     reference = build_pipeline(candidate, params, SCHEMA, positive_share=float(y.mean())).fit(X, y)
     np.testing.assert_allclose(shipped.predict_proba(X), reference.predict_proba(X))
+
+
+def test_refit_for_serving_leaves_logistic_regression_threads_alone():
+    # Its n_jobs is deprecated: setting it warns now and fails in scikit-learn 1.10.
+    X, y = synthetic()
+    params = train_params({"m": {"kind": "logistic_regression", "strategies": ["none"]}})
+    pipeline = build_pipeline(candidates(params)[0], params, SCHEMA, positive_share=float(y.mean()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        shipped = refit_for_serving(pipeline, X, y)
+    assert shipped.named_steps["model"].get_params()["n_jobs"] is None
 
 
 # ------------------------------------------------------------------- selection
