@@ -85,12 +85,15 @@ COPY build/model /app/model
 # SERVING_PREDICTION_LOG: in /app/logs, the one folder the app user may write, declared a
 #   volume so the log (read by the drift monitor) outlives the container.
 # PYTHONUNBUFFERED: log lines reach `docker logs` at once.
+# OMP_NUM_THREADS=1: one OpenMP thread per worker (python -m serving sets it too; see
+#   docs/serving.md: a thread team woken per request cost more than the scoring).
 ENV PATH=/opt/venv/bin:${PATH} \
     SERVING_MODEL_URI=/app/model \
     SERVING_HOST=0.0.0.0 \
     SERVING_PORT=8000 \
     SERVING_PREDICTION_LOG=/app/logs/predictions.db \
     PYTHONUNBUFFERED=1 \
+    OMP_NUM_THREADS=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /app

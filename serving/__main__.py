@@ -13,6 +13,10 @@ from serving.settings import SettingsError, load_settings
 
 
 def main() -> int:
+    # One OpenMP thread per process, set before any library loads OpenMP: a request
+    # scores a handful of rows, and waking a thread team for each (treelite, XGBoost)
+    # cost more than the scoring itself (docs/serving.md). Workers are the parallelism.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         settings = load_settings()
     except SettingsError as error:

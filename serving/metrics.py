@@ -116,7 +116,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            key = (scope["method"], _endpoint(scope), status)
+            key = (scope["method"], _endpoint(scope, status), status)
             series = self._series.get(key)
             if series is None:
                 labels = (key[0], key[1], str(status))
@@ -129,7 +129,10 @@ class MetricsMiddleware:
             series[1].observe(time.perf_counter() - started)
 
 
-def _endpoint(scope: Scope) -> str:
+def _endpoint(scope: Scope, status: int) -> str:
     route = scope.get("route")
-    # Unmatched paths share one label: a scanner must not create a series per URL.
-    return str(getattr(route, "path", "unmatched"))
+    if route is not None:
+        return str(getattr(route, "path", "unmatched"))
+    # /docs and /openapi.json are plain routes without a template in the scope; unknown
+    # paths (404) share one label so a scanner cannot create a series per URL.
+    return "unmatched" if status == 404 else str(scope["path"])

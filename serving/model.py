@@ -74,10 +74,14 @@ def _load(settings: Settings, registry_cache: Path | None) -> LoadedModel:
     started = time.perf_counter()
     uri = settings.model_uri
     if uri.startswith("models:/"):
-        folder = _download(uri, settings, registry_cache)
+        # The download is only needed until the model is in memory.
+        with tempfile.TemporaryDirectory(prefix="model-", dir=registry_cache) as download:
+            folder = Path(download)
+            _download(uri, settings, folder)
+            package = load_model_package(folder)
     else:
         folder = Path(uri.removeprefix("file://"))
-    package = load_model_package(folder)
+        package = load_model_package(folder)
     scorer = compile_scorer(package.pipeline, package.schema, package.example)
     if scorer.method != "compiled":
         logger.warning("scoring through predict_proba (%s)", scorer.detail)
@@ -105,7 +109,7 @@ def _load(settings: Settings, registry_cache: Path | None) -> LoadedModel:
     )
 
 
-def _download(uri: str, settings: Settings, cache: Path | None) -> Path:
+def _download(uri: str, settings: Settings, folder: Path) -> None:
     try:
         # MLflow is needed only for registry URIs; the image serves an exported folder.
         from fraud_detection.io import tracking  # noqa: PLC0415
@@ -114,7 +118,5 @@ def _download(uri: str, settings: Settings, cache: Path | None) -> Path:
             f"{uri} needs MLflow, which is not installed here ({error.name}); serve an "
             "exported folder (make export-model) or install the train extra"
         ) from None
-    folder = Path(tempfile.mkdtemp(prefix="model-", dir=cache))
     store = settings.tracking_uri or tracking.tracking_uri(".")
     tracking.fetch_registered_model(uri, folder, store)
-    return folder

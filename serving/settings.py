@@ -80,10 +80,16 @@ def _shown(env: dict[str, str], field: object) -> str:
 
 def _unknown_variables(env: dict[str, str]) -> list[str]:
     known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    names = [name.upper() for name in Settings.model_fields]
     problems = []
     for variable in sorted(env):
         if variable.startswith(ENV_PREFIX) and variable not in known:
-            close = difflib.get_close_matches(variable, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else f"; known: {', '.join(known)}"
+            # Compare what follows the prefix: every variable shares SERVING_.
+            close = difflib.get_close_matches(variable.removeprefix(ENV_PREFIX), names, n=1)
+            hint = (
+                f" (did you mean {ENV_PREFIX}{close[0]}?)"
+                if close
+                else f"; known: {', '.join(known)}"
+            )
             problems.append(f"{variable} is not a setting{hint}")
     return problems

@@ -75,7 +75,7 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> tuple[APIRouter, 
         log: PredictionLog = state.prediction_log
         metrics: ServiceMetrics = state.metrics
         rid = request_id(request)
-        probability = float(served.scorer([row])[0])
+        probability = float(_score(served, [row])[0])
         is_fraud = probability >= served.threshold
         log.record(Entry(time.time(), rid, served.stamp, [row], [probability], [is_fraud]))
         metrics.count_predictions(int(is_fraud), int(not is_fraud))
@@ -108,9 +108,9 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> tuple[APIRouter, 
         served: LoadedModel = state.model
         rid = request_id(request)
         if len(rows) <= _INLINE_ROWS:
-            probabilities = served.scorer(rows)
+            probabilities = _score(served, rows)
         else:
-            probabilities = await run_in_threadpool(served.scorer, rows)
+            probabilities = await run_in_threadpool(_score, served, rows)
         flags = (probabilities >= served.threshold).tolist()
         scores = probabilities.tolist()
         state.prediction_log.record(Entry(time.time(), rid, served.stamp, rows, scores, flags))
@@ -127,6 +127,22 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> tuple[APIRouter, 
         return _json(body, rid)
 
     return router, [transaction, batch]
+
+
+def _score(model: LoadedModel, rows: list[list[Any]]) -> Any:
+    """The model's probabilities; values it cannot take are the client's problem (422).
+
+    The request model already rejects NaN, infinity and anything outside the schema's
+    bounds. What remains is a finite number so large that preprocessing overflows
+    (1e308 through the scaler): scikit-learn refuses it with a ValueError."""
+    try:
+        return model.scorer(rows)
+    except ValueError as error:
+        raise HTTPException(
+            422,
+            f"the model cannot score these values ({error}); send values in the "
+            "range seen in training",
+        ) from None
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> BaseModel:

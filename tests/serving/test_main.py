@@ -68,6 +68,10 @@ def test_main_runs_uvicorn_with_the_settings(monkeypatch, tmp_path, uvicorn_call
     monkeypatch.setenv("SERVING_HOST", "0.0.0.0")
     monkeypatch.setenv("SERVING_LOG_LEVEL", "WARNING")
     assert entry.main() == 0
+    log_config = uvicorn_calls[0].pop("log_config")
+    # The service's own logger is configured in every worker, at the chosen level.
+    assert log_config["loggers"]["serving"]["level"] == "WARNING"
+    assert "uvicorn.access" in log_config["loggers"]
     assert uvicorn_calls == [
         {
             "app": "serving.app:create_app",
@@ -81,6 +85,17 @@ def test_main_runs_uvicorn_with_the_settings(monkeypatch, tmp_path, uvicorn_call
         }
     ]
     assert MULTIPROCESS_ENV not in os.environ
+
+
+def test_main_runs_openmp_on_one_thread_unless_told_otherwise(monkeypatch, tmp_path, uvicorn_calls):
+    monkeypatch.setenv("SERVING_PREDICTION_LOG", str(tmp_path / "p.db"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "unset below; restored after the test")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert entry.main() == 0
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert entry.main() == 0
+    assert os.environ["OMP_NUM_THREADS"] == "4"
 
 
 def test_several_workers_share_a_prometheus_folder(monkeypatch, tmp_path, uvicorn_calls):

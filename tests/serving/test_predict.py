@@ -364,21 +364,7 @@ def test_a_failing_model_gets_a_bare_500_and_the_service_keeps_serving(make_app,
         assert 'http_requests_total{endpoint="/predict",method="POST",status="500"} 1.0' in metrics
 
 
-@pytest.mark.parametrize(
-    "scoring",
-    [
-        "compiled",
-        pytest.param(
-            "pipeline",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="reported bug: predict_proba refuses values beyond float32 (trees) or "
-                "that overflow the scaler, and the service answers 500; the compiled path "
-                "scores them. Needs a bound in the request schema or a 422 for them.",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("scoring", ["compiled", "pipeline"])
 @pytest.mark.parametrize("amount", [1e300, 1.7e308])
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_huge_but_finite_numbers_are_not_a_server_error(
@@ -393,7 +379,10 @@ def test_huge_but_finite_numbers_are_not_a_server_error(
     with TestClient(make_app(), raise_server_exceptions=False) as client:
         assert client.get("/model").json()["scoring"]["method"] == scoring
         response = client.post("/predict", json={**served.legit_row, "TX_AMOUNT": amount})
+        still_serving(client, served)
     assert response.status_code < 500, response.text
+    if response.status_code == 422:
+        assert "cannot score these values" in response.json()["detail"]
 
 
 # --- a schema with a categorical feature -----------------------------------------------

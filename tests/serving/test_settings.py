@@ -95,6 +95,12 @@ def test_an_unknown_variable_gets_a_did_you_mean(monkeypatch, typo, meant):
     assert f"{typo} is not a setting (did you mean {meant}?)" in message
 
 
+def test_the_shared_prefix_does_not_make_every_name_close(monkeypatch):
+    message = settings_error(monkeypatch, SERVING_XYZZY="1")
+    assert "SERVING_XYZZY is not a setting; known:" in message
+    assert "did you mean" not in message
+
+
 def test_an_unknown_variable_with_no_close_match_lists_the_known_ones(monkeypatch):
     message = settings_error(monkeypatch, SERVING_SOMETHING_ELSE_ENTIRELY="1")
     assert "SERVING_SOMETHING_ELSE_ENTIRELY is not a setting; known: SERVING_MODEL_URI, " in message

@@ -163,12 +163,15 @@ def _check_inputs(pipeline: Any, schema: FeatureSchema, path: Path) -> None:
 
 def _threshold(metadata: dict[str, Any], path: Path) -> float:
     value = metadata.get("threshold")
-    if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= 1:
-        raise ModelLoadError(
-            f"{path / MLMODEL_FILE} has no valid decision threshold in its metadata "
-            f"(found {value!r}); the evaluate stage writes one: {_FIX}"
-        )
-    return float(value)
+    # bool is an int in Python: `threshold: true` must not pass as 1.0.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        threshold = float(value)
+        if math.isfinite(threshold) and 0 <= threshold <= 1:
+            return threshold
+    raise ModelLoadError(
+        f"{path / MLMODEL_FILE} has no valid decision threshold in its metadata "
+        f"(found {value!r}); the evaluate stage writes one: {_FIX}"
+    )
 
 
 def _read_registry(path: Path) -> RegistryInfo | None:
