@@ -74,7 +74,8 @@ def test_rows_hold_what_was_predicted(log):
         ("batch", 2),
     ]
     last = rows[-1]
-    assert json.loads(last["features"]) == {"a": 2.0, "b": 1.0}
+    # Values in the order of the stamp's feature names.
+    assert json.loads(last["features"]) == [2.0, 1.0]
     assert last["probability"] == pytest.approx(0.2)
     assert last["is_fraud"] == 0
     assert rows[0]["is_fraud"] == 0
@@ -243,8 +244,8 @@ def test_every_prediction_served_is_logged_once(make_app, served, tmp_path):
     assert len(logged) == len(sent) == 8
     for record, (rid, index, row, probability) in zip(logged, sent, strict=True):
         assert (record["request_id"], record["row_index"]) == (rid, index)
-        assert json.loads(record["features"]) == row
-        assert list(json.loads(record["features"])) == served.schema.names
+        # An array in schema order; the names come from the schemas table.
+        assert json.loads(record["features"]) == [row[name] for name in served.schema.names]
         assert record["probability"] == probability
         assert record["is_fraud"] == int(probability >= 0.5)
         assert (record["model_name"], record["model_version"]) == ("model", "local")
@@ -253,6 +254,8 @@ def test_every_prediction_served_is_logged_once(make_app, served, tmp_path):
     schemas = read(tmp_path / "predictions.db", "SELECT * FROM schemas")
     assert len(schemas) == 1
     assert json.loads(schemas[0]["feature_schema"]) == model["feature_schema"]
+    names = [feature["name"] for feature in model["feature_schema"]["features"]]
+    assert names == served.schema.names
 
 
 def test_the_log_folder_is_created(make_app, served, tmp_path):
