@@ -16,6 +16,8 @@ Servers:
             no model (benchmarks/ceiling_app.py)
   no-model  this service with its scorer replaced by a constant: what everything but the
             model costs (benchmarks/no_model_app.py)
+  model-only  the ceiling plus the compiled scorer and nothing else: the best any
+            service could do with this model (benchmarks/model_only_app.py)
 
 Loads: single rows sequential (1 connection) and at 8 connections; batches of 1,000
 rows sequential; ready time (process start to /ready 200); a 30 s soak at 100
@@ -50,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SCRATCH = REPO / ".bench" / "serving"
 BIN = Path(sys.executable).parent
-SERVERS = ("service", "mlflow", "ceiling", "no-model")
+SERVERS = ("service", "mlflow", "ceiling", "no-model", "model-only")
 
 # wrk reports through this script: one JSON line at the end of a run.
 WRK_SCRIPT = """
@@ -80,6 +82,7 @@ class Server:
     predict_path: str
     body_one: Path
     body_batch: Path | None
+    batch_path: str = ""
 
 
 def main() -> None:
@@ -168,6 +171,7 @@ def _servers(model: Path, bodies: dict[str, Path]) -> list[Server]:
             "/predict",
             bodies["one"],
             bodies["batch"],
+            "/predict/batch",
         ),
         Server(
             "mlflow",
@@ -189,6 +193,7 @@ def _servers(model: Path, bodies: dict[str, Path]) -> list[Server]:
             "/invocations",
             bodies["mlflow_one"],
             bodies["mlflow_batch"],
+            "/invocations",
         ),
         Server(
             "no-model",
@@ -209,6 +214,27 @@ def _servers(model: Path, bodies: dict[str, Path]) -> list[Server]:
             "/predict",
             bodies["one"],
             bodies["batch"],
+            "/predict/batch",
+        ),
+        Server(
+            "model-only",
+            [
+                str(BIN / "uvicorn"),
+                "benchmarks.model_only_app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--workers",
+                "1",
+            ],
+            {**base, "SERVING_MODEL_URI": str(model), "OMP_NUM_THREADS": "1"},
+            "/health",
+            "/predict",
+            bodies["one"],
+            None,
         ),
         Server(
             "ceiling",
@@ -242,22 +268,21 @@ def _measure(server: Server, seconds: float) -> tuple[dict[str, Any], float]:
             "single_8_clients": _wrk(url, server.body_one, connections=8, seconds=seconds),
         }
         if server.body_batch is not None:
+            batch_url = f"http://127.0.0.1:{port}{server.batch_path}"
             measured["batch_1000_sequential"] = _wrk(
-                url, server.body_batch, connections=1, seconds=seconds
+                batch_url, server.body_batch, connections=1, seconds=seconds
             )
     return measured, ready_seconds
 
 
 def _soak(server: Server, seconds: float) -> dict[str, Any]:
     log = SCRATCH / "soak-predictions.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{log}{suffix}").unlink(missing_ok=True)
     soaked = Server(
         **{**server.__dict__, "env": {**server.env, "SERVING_PREDICTION_LOG": str(log)}}
     )
     with _running(soaked) as (port, _):
         url = f"http://127.0.0.1:{port}{server.predict_path}"
-        load = _wrk(url, server.body_one, connections=100, seconds=seconds, threads=2)
+        load = _wrk(url, server.body_one, connections=100, seconds=seconds, threads=2, strict=False)
         # Requests in flight when wrk stopped still finish (and log): let them.
         time.sleep(1.0)
         counted = _counted_predictions(port)
@@ -269,6 +294,11 @@ def _soak(server: Server, seconds: float) -> dict[str, Any]:
         "log_matches": rows == counted,
         "errors": load["socket_errors"] + load["non_2xx"],
     }
+
+
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _counted_predictions(port: int) -> int:
@@ -285,7 +315,10 @@ def _counted_predictions(port: int) -> int:
 def _running(server: Server) -> Iterator[tuple[int, float]]:
     port = _free_port()
     env = {**server.env, "SERVING_PORT": str(port)}
-    env.setdefault("SERVING_PREDICTION_LOG", str(SCRATCH / f"{server.name}-predictions.db"))
+    # A fresh log per run: a service starts with an empty file, and runs do not slow
+    # each other down through a log that keeps growing.
+    log = Path(env.setdefault("SERVING_PREDICTION_LOG", str(SCRATCH / f"{server.name}.db")))
+    _remove_database(log)
     # The service reads SERVING_PORT; the others take --port.
     command = server.command if server.name == "service" else [*server.command, "--port", str(port)]
     started = time.perf_counter()
@@ -322,8 +355,16 @@ def _wait_ready(port: int, path: str, process: subprocess.Popen[bytes], started:
 
 
 def _wrk(
-    url: str, body: Path, connections: int, seconds: float, threads: int = 1
+    url: str,
+    body: Path,
+    *,
+    connections: int,
+    seconds: float,
+    threads: int = 1,
+    strict: bool = True,
 ) -> dict[str, Any]:
+    """One wrk run. ``strict``: any error or non-2xx answer fails the benchmark (a
+    throughput of error responses is not a throughput)."""
     completed = subprocess.run(
         [
             "wrk",
@@ -344,6 +385,11 @@ def _wrk(
     result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     result["requests_per_second"] = result["requests"] / result["seconds"]
     result["connections"] = connections
+    if strict and (result["non_2xx"] or result["socket_errors"]):
+        raise RuntimeError(
+            f"{url}: {result['non_2xx']} non-2xx answers, "
+            f"{result['socket_errors']} socket errors: {result}"
+        )
     return result
 
 
@@ -363,27 +409,8 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
             best.setdefault(server, {})[load] = max(runs, key=lambda r: r["requests_per_second"])
     ratios = []
     for index in range(len(rounds["service"])):
-        service, mlflow, ceiling = (
-            rounds[name][index] for name in ("service", "mlflow", "ceiling")
-        )
-        ratios.append(
-            {
-                load: {
-                    "vs_mlflow": service[load]["requests_per_second"]
-                    / mlflow[load]["requests_per_second"],
-                    **(
-                        {
-                            "vs_ceiling": service[load]["requests_per_second"]
-                            / ceiling[load]["requests_per_second"],
-                            "p99_vs_ceiling": service[load]["p99_us"] / ceiling[load]["p99_us"],
-                        }
-                        if load in ceiling
-                        else {}
-                    ),
-                }
-                for load in service
-            }
-        )
+        this_round = {name: rounds[name][index] for name in SERVERS}
+        ratios.append({load: _ratios(this_round, load) for load in this_round["service"]})
     return {
         "best": best,
         "ratios_per_round": ratios,
@@ -391,6 +418,24 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
             name: min(values) for name, values in results["ready_seconds"].items()
         },
     }
+
+
+def _ratios(measured: dict[str, dict[str, Any]], load: str) -> dict[str, float]:
+    """The service against MLflow and the ceiling; the no-model and model-only servers
+    against the ceiling (what everything but the model, and the model alone, leave)."""
+
+    def rate(name: str) -> float:
+        return float(measured[name][load]["requests_per_second"])
+
+    ratios = {"vs_mlflow": rate("service") / rate("mlflow")}
+    if load in measured["ceiling"]:
+        ceiling = measured["ceiling"][load]
+        ratios["vs_ceiling"] = rate("service") / ceiling["requests_per_second"]
+        ratios["p99_vs_ceiling"] = measured["service"][load]["p99_us"] / ceiling["p99_us"]
+        for name in ("no-model", "model-only"):
+            if load in measured[name]:
+                ratios[f"{name}_vs_ceiling"] = rate(name) / ceiling["requests_per_second"]
+    return ratios
 
 
 def _markdown(results: dict[str, Any]) -> str:
@@ -404,16 +449,26 @@ def _markdown(results: dict[str, Any]) -> str:
         f"One uvicorn worker per server; wrk on loopback; {results['seconds_per_run']:.0f} s "
         "per run; best of the rounds.",
         "",
-        "| load | service req/s | mlflow req/s | ceiling req/s | no-model req/s "
-        "| service p50 / p99 ms | mlflow p50 / p99 ms | ceiling p50 / p99 ms "
-        "| no-model p50 / p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Throughput, requests per second:",
+        "",
+        "| load | " + " | ".join(SERVERS) + " |",
+        "|---|" + "---:|" * len(SERVERS),
     ]
     for load in best["service"]:
         cells = [load.replace("_", " ")]
         for name in SERVERS:
             run = best[name].get(load)
             cells.append(f"{run['requests_per_second']:,.0f}" if run else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Latency, p50 / p99 in milliseconds (same runs):",
+        "",
+        "| load | " + " | ".join(SERVERS) + " |",
+        "|---|" + "---:|" * len(SERVERS),
+    ]
+    for load in best["service"]:
+        cells = [load.replace("_", " ")]
         for name in SERVERS:
             run = best[name].get(load)
             cells.append(f"{run['p50_us'] / 1000:.2f} / {run['p99_us'] / 1000:.2f}" if run else "-")
@@ -426,7 +481,9 @@ def _markdown(results: dict[str, Any]) -> str:
             if "vs_ceiling" in ratio:
                 text += (
                     f", {100 * ratio['vs_ceiling']:.0f}% of ceiling, "
-                    f"p99 {ratio['p99_vs_ceiling']:.2f}x ceiling's"
+                    f"p99 {ratio['p99_vs_ceiling']:.2f}x ceiling's (no-model "
+                    f"{100 * ratio['no-model_vs_ceiling']:.0f}%, model-only "
+                    f"{100 * ratio['model-only_vs_ceiling']:.0f}% of ceiling)"
                 )
             parts.append(text)
         lines.append(f"- round {index}: " + "; ".join(parts))
