@@ -103,6 +103,8 @@ test-image: $(INSTALLED) ## Build the serving image with podman and check it end
 	python tests/image/check_image.py --container-sh "$(CONTAINER_SH)"
 
 bench-serving: $(INSTALLED) ## Measure the service against `mlflow models serve` and the ceiling
+	@command -v wrk >/dev/null || { echo "bench-serving needs wrk, the HTTP load generator: \
+	apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)"; exit 1; }
 	python benchmarks/serving.py
 
 push: $(INSTALLED) ## Send data and models to the DVC remote (default: ./dvc-storage)
@@ -113,5 +115,5 @@ pull: $(INSTALLED) ## Fetch data and models from the DVC remote
 
 clean: ## Remove pipeline outputs (kept in DVC's cache), the MLflow store and tool caches
 	git clean -fdqX -- data models
-	rm -rf mlflow.db mlartifacts dvc_plots .pytest_cache .mypy_cache .ruff_cache
+	rm -rf mlflow.db mlartifacts dvc_plots build .bench .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
