@@ -86,8 +86,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     log.start()
     _load(app, settings)
     # Everything loaded so far (libraries, model) lives as long as the process. Freezing
-    # it keeps the garbage collector from walking those millions of objects again and
-    # again under load: that walk was the service's slowest requests (docs/benchmarks.md).
+    # it keeps the garbage collector's full collections from walking those objects again
+    # under load, a pause that grows with the heap and lands on whichever request is
+    # running.
     gc.collect()
     gc.freeze()
     try:
