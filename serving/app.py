@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from fraud_detection.errors import ModelLoadError
+from serving.batcher import MicroBatcher
 from serving.errors import install_error_handlers
 from serving.metrics import MetricsMiddleware, ServiceMetrics
 from serving.model import load_model
@@ -111,6 +112,8 @@ def _load(app: FastAPI, settings: Settings) -> None:
         metrics.model_loaded.set(0)
         return
     app.state.model = model
+    # Reads app.state.model when it scores, so whatever model is installed is used.
+    app.state.batcher = MicroBatcher(lambda rows: app.state.model.scorer(rows))  # noqa: PLW0108
     router, body_models = predict_router(model, settings.max_batch_rows)
     app.include_router(router)
     app.state.body_models = body_models

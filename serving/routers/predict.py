@@ -75,7 +75,11 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> tuple[APIRouter, 
         log: PredictionLog = state.prediction_log
         metrics: ServiceMetrics = state.metrics
         rid = request_id(request)
-        probability = float(_score(served, [row])[0])
+        try:
+            # Single rows from concurrent requests are scored together (serving/batcher.py).
+            probability = await state.batcher.score(row)
+        except ValueError as error:
+            raise _cannot_score(error) from None
         is_fraud = probability >= served.threshold
         log.record(Entry(time.time(), rid, served.stamp, [row], [probability], [is_fraud]))
         metrics.count_predictions(int(is_fraud), int(not is_fraud))
@@ -138,11 +142,14 @@ def _score(model: LoadedModel, rows: list[list[Any]]) -> Any:
     try:
         return model.scorer(rows)
     except ValueError as error:
-        raise HTTPException(
-            422,
-            f"the model cannot score these values ({error}); send values in the "
-            "range seen in training",
-        ) from None
+        raise _cannot_score(error) from None
+
+
+def _cannot_score(error: ValueError) -> HTTPException:
+    return HTTPException(
+        422,
+        f"the model cannot score these values ({error}); send values in the range seen in training",
+    )
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> BaseModel:
