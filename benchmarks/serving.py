@@ -42,7 +42,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,18 +197,7 @@ def _servers(model: Path, bodies: dict[str, Path]) -> list[Server]:
         ),
         Server(
             "no-model",
-            [
-                str(BIN / "uvicorn"),
-                "benchmarks.no_model_app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--workers",
-                "1",
-            ],
+            _uvicorn("benchmarks.no_model_app:create_app"),
             service_env,
             "/ready",
             "/predict",
@@ -218,18 +207,7 @@ def _servers(model: Path, bodies: dict[str, Path]) -> list[Server]:
         ),
         Server(
             "model-only",
-            [
-                str(BIN / "uvicorn"),
-                "benchmarks.model_only_app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--workers",
-                "1",
-            ],
+            _uvicorn("benchmarks.model_only_app:create_app"),
             {**base, "SERVING_MODEL_URI": str(model), "OMP_NUM_THREADS": "1"},
             "/health",
             "/predict",
@@ -238,18 +216,7 @@ def _servers(model: Path, bodies: dict[str, Path]) -> list[Server]:
         ),
         Server(
             "ceiling",
-            [
-                str(BIN / "uvicorn"),
-                "benchmarks.ceiling_app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--workers",
-                "1",
-            ],
+            _uvicorn("benchmarks.ceiling_app:create_app"),
             {**base, "SERVING_MODEL_URI": str(model)},
             "/health",
             "/predict",
@@ -257,6 +224,15 @@ def _servers(model: Path, bodies: dict[str, Path]) -> list[Server]:
             None,
         ),
     ]
+
+
+def _uvicorn(factory: str) -> list[str]:
+    """An app factory under uvicorn, configured like the service (one worker, no access
+    log); the port is added when the server starts."""
+    return [
+        str(BIN / "uvicorn"), factory, "--factory", "--host", "127.0.0.1",
+        "--no-access-log", "--log-level", "warning", "--workers", "1",
+    ]  # fmt: skip
 
 
 def _measure(server: Server, seconds: float) -> tuple[dict[str, Any], float]:
@@ -438,6 +414,15 @@ def _ratios(measured: dict[str, dict[str, Any]], load: str) -> dict[str, float]:
     return ratios
 
 
+def _table(best: dict[str, dict[str, Any]], cell: Callable[[dict[str, Any]], str]) -> list[str]:
+    """A Markdown table: a row per load, a column per server, ``cell`` of each best run."""
+    lines = ["| load | " + " | ".join(SERVERS) + " |", "|---|" + "---:|" * len(SERVERS)]
+    for load in best["service"]:
+        row = [cell(best[name][load]) if load in best[name] else "-" for name in SERVERS]
+        lines.append(f"| {load.replace('_', ' ')} | " + " | ".join(row) + " |")
+    return lines
+
+
 def _markdown(results: dict[str, Any]) -> str:
     summary = results["summary"]
     best = summary["best"]
@@ -451,28 +436,12 @@ def _markdown(results: dict[str, Any]) -> str:
         "",
         "Throughput, requests per second:",
         "",
-        "| load | " + " | ".join(SERVERS) + " |",
-        "|---|" + "---:|" * len(SERVERS),
-    ]
-    for load in best["service"]:
-        cells = [load.replace("_", " ")]
-        for name in SERVERS:
-            run = best[name].get(load)
-            cells.append(f"{run['requests_per_second']:,.0f}" if run else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
+        *_table(best, lambda run: f"{run['requests_per_second']:,.0f}"),
         "",
         "Latency, p50 / p99 in milliseconds (same runs):",
         "",
-        "| load | " + " | ".join(SERVERS) + " |",
-        "|---|" + "---:|" * len(SERVERS),
+        *_table(best, lambda run: f"{run['p50_us'] / 1000:.2f} / {run['p99_us'] / 1000:.2f}"),
     ]
-    for load in best["service"]:
-        cells = [load.replace("_", " ")]
-        for name in SERVERS:
-            run = best[name].get(load)
-            cells.append(f"{run['p50_us'] / 1000:.2f} / {run['p99_us'] / 1000:.2f}" if run else "-")
-        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Ratios, round by round (service / other, same round):", ""]
     for index, ratios in enumerate(summary["ratios_per_round"], 1):
         parts = []

@@ -15,15 +15,8 @@ from fastapi import HTTPException, Request
 
 from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel
-from serving.prediction_log import PredictionLog
-from serving.settings import Settings
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-
-
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 async def get_model(request: Request) -> LoadedModel:
@@ -31,11 +24,6 @@ async def get_model(request: Request) -> LoadedModel:
     if model is None:
         raise HTTPException(503, f"no model loaded: {request.app.state.model_error}")
     return model
-
-
-async def get_prediction_log(request: Request) -> PredictionLog:
-    log: PredictionLog = request.app.state.prediction_log
-    return log
 
 
 async def get_metrics(request: Request) -> ServiceMetrics:
