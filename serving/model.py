@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import time
@@ -92,7 +91,7 @@ def _load(settings: Settings, registry_cache: Path | None) -> LoadedModel:
     stamp = ModelStamp(
         name=name,
         version=version,
-        schema_fingerprint=hashlib.sha256(schema_json.encode()).hexdigest()[:16],
+        schema_fingerprint=package.schema.fingerprint,
         schema_json=schema_json,
         feature_names=tuple(package.schema.names),
         threshold=package.threshold,

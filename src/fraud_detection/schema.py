@@ -7,6 +7,7 @@ from the model, so every consumer agrees with what was trained.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Literal
 
@@ -73,6 +74,12 @@ class FeatureSchema(BaseModel):
     @property
     def categorical(self) -> list[str]:
         return [feature.name for feature in self.features if feature.kind == "categorical"]
+
+    @property
+    def fingerprint(self) -> str:
+        """A short id of the schema, stamped on every logged prediction so the monitor can
+        tell which rows it may compare with a reference."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
     @property
     def context_columns(self) -> list[str]:

@@ -72,6 +72,20 @@ def test_schema_needs_at_least_one_feature():
         FeatureSchema(source="csv", features=[], target="y")
 
 
+def test_the_fingerprint_follows_the_content(schema):
+    copy = FeatureSchema.model_validate_json(schema.model_dump_json())
+    assert copy.fingerprint == schema.fingerprint
+    assert len(schema.fingerprint) == 16
+    renamed = schema.model_copy(
+        update={"features": [schema.features[0].model_copy(update={"name": "OTHER"})]}
+    )
+    assert renamed.fingerprint != schema.fingerprint
+    bounded = schema.model_copy(
+        update={"features": [schema.features[0].model_copy(update={"maximum": 1e6})]}
+    )
+    assert bounded.fingerprint != schema.fingerprint
+
+
 def test_json_round_trip(schema):
     again = FeatureSchema.model_validate_json(schema.model_dump_json())
     assert again == schema
