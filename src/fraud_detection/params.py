@@ -209,6 +209,125 @@ class EvaluateParams(Section):
     permutation_max_rows: PositiveInt = 10000
 
 
+# ------------------------------------------------------------------------- replay
+
+
+class AmountShift(Section):
+    """Every replayed amount is multiplied (a price rise, a currency change upstream)."""
+
+    enabled: bool = False
+    multiplier: float = Field(1.5, gt=0)
+
+
+class NewFraudPattern(Section):
+    """Card testing, a pattern absent from training: each day ``cards_per_day`` cards make
+    ``transactions_per_card`` small night-time payments, all of them fraud."""
+
+    enabled: bool = False
+    cards_per_day: PositiveInt = 60
+    transactions_per_card: PositiveInt = 10
+    min_amount: float = Field(0.5, gt=0)
+    max_amount: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _amounts_are_ordered(self) -> NewFraudPattern:
+        if self.min_amount >= self.max_amount:
+            raise ValueError("min_amount must be below max_amount")
+        return self
+
+
+class BrokenFeature(Section):
+    """An upstream job breaks: ``feature`` arrives with the same ``value`` in every request
+    (the API rejects a request without the field, so a lost feature usually looks like this)."""
+
+    enabled: bool = False
+    feature: str = Field("CUSTOMER_ID_NB_TX_7DAY_WINDOW", min_length=1)
+    value: float = 0.0
+
+
+class CustomerMix(Section):
+    """The mix of customers changes: those in the top ``top_share`` by average spending are
+    ``weight`` times as likely to be replayed (a campaign aimed at big spenders)."""
+
+    enabled: bool = False
+    top_share: float = Field(0.25, gt=0, lt=1)
+    weight: float = Field(5.0, gt=0)
+
+
+class DriftScenarios(Section):
+    amount_shift: AmountShift = AmountShift()
+    new_fraud_pattern: NewFraudPattern = NewFraudPattern()
+    broken_feature: BrokenFeature = BrokenFeature()
+    customer_mix: CustomerMix = CustomerMix()
+
+    @property
+    def enabled(self) -> list[str]:
+        return [name for name, scenario in self if getattr(scenario, "enabled", False)]
+
+
+class ReplayParams(Section):
+    """Replayed "production" traffic: days after the test period, from the same world."""
+
+    # Draws which transactions of the replayed days are sent (the world stays the same).
+    seed: NonNegativeInt = 1
+    # The first replayed day, counted from the day after the test period.
+    days_after_test: NonNegativeInt = 0
+    days: PositiveInt = 7
+    # Transactions sent, drawn from those days and sent in time order (capped at all).
+    rows: PositiveInt = 20000
+    # 1: one POST /predict per transaction; more: POST /predict/batch with this many rows.
+    batch_size: Annotated[int, Field(ge=1, le=10000)] = 1
+    # Requests in flight at once, and requests per second in total (0: no limit).
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    rate: float = Field(0.0, ge=0)
+    url: str = Field("http://127.0.0.1:8000", min_length=1)
+    # The true labels of the sent transactions, known after features.label_delay_days.
+    labels_path: str = Field("logs/labels.parquet", min_length=1)
+    scenarios: DriftScenarios = DriftScenarios()
+
+
+# ------------------------------------------------------------------------ monitor
+
+
+class DriftGate(Section):
+    """When the monitor exits 1. Each limit becomes an Evidently test in the report."""
+
+    # Features whose drift score crosses the drift threshold, as a count and as a share.
+    max_drifted_features: NonNegativeInt = 0
+    max_drifted_share: float = Field(0.5, ge=0, le=1)
+    # Drift score of the model's fraud probability (same method and scale as features).
+    max_score_drift: float = Field(0.1, gt=0)
+
+
+# Evidently's distance measures, where a larger score means more drift. Tests that return a
+# p-value (ks, chisquare, ...) are left out on purpose: they count as drifted the other way
+# round, and at these row counts they flag differences too small to matter.
+DriftMethod = Literal["wasserstein", "ed", "psi", "hellinger", "jensenshannon", "kl_div"]
+
+
+class MonitorParams(Section):
+    """Drift monitoring: which rows, which drift measure, and the gate."""
+
+    log_path: str = Field("logs/predictions.db", min_length=1)
+    reference_path: str = Field("data/reference/reference.parquet", min_length=1)
+    out_dir: str = Field("reports/monitoring", min_length=1)
+    # Timestamped reports of this many latest runs are kept (about 9 MB a run).
+    keep_reports: PositiveInt = 30
+    # The window ends at --end (default: now) and spans this many hours (or --start).
+    window_hours: float = Field(24.0, gt=0)
+    # Fewer logged rows in the window than this, and the monitor cannot judge (exit 2).
+    min_rows: PositiveInt = 500
+    # Only rows logged by this model version (null: every version, listed in the report).
+    model_version: str | None = None
+    # Labels file the replay writes; labels are used once their available_at has passed.
+    labels_path: str = Field("logs/labels.parquet", min_length=1)
+    # Evidently drift methods and the score at or above which one column counts as drifted.
+    numeric_method: DriftMethod = "wasserstein"
+    categorical_method: DriftMethod = "jensenshannon"
+    drift_threshold: float = Field(0.1, gt=0)
+    gate: DriftGate = DriftGate()
+
+
 # ------------------------------------------------------------------------ the file
 
 
@@ -218,6 +337,8 @@ class Params(Section):
     split: SplitParams = SplitParams()
     train: TrainParams
     evaluate: EvaluateParams = EvaluateParams()
+    replay: ReplayParams = ReplayParams()
+    monitor: MonitorParams = MonitorParams()
 
 
 def parse_params(raw: Mapping[str, Any] | None, *, source: str = "params.yaml") -> Params:

@@ -1,0 +1,430 @@
+"""One monitoring run: a window of the prediction log against the reference, judged.
+
+Reads only the log, the reference (with the schema the model carries) and, if present,
+the labels file. Writes the reports (HTML and JSON, a stable "latest" name and a
+timestamped copy), appends to the history and redraws its plot. Every input problem is
+a :class:`MonitorInputError` with a message that says what to do, raised before anything
+is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fraud_detection.params import MonitorParams
+from fraud_detection.reference import DECISION_COLUMN, SCORE_COLUMN, ReferenceInfo
+from monitoring import history, report
+from monitoring.labels import join_labels, no_labels, read_labels
+from monitoring.prediction_log import LoggedPredictions, MonitorInputError, read_predictions
+
+EXIT_PASSED, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+
+log = logging.getLogger("monitoring")
+HISTORY_DB = "history.db"
+HISTORY_PLOT = "history.png"
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def ending(cls, end: datetime | None, start: datetime | None, hours: float) -> Window:
+        end = end or datetime.now(UTC)
+        start = start or end - timedelta(hours=hours)
+        for moment in (start, end):
+            if moment.tzinfo is None:
+                raise MonitorInputError(f"{moment} has no time zone; give window ends in UTC")
+        if start >= end:
+            raise MonitorInputError(f"the window starts ({start}) after it ends ({end})")
+        return cls(start, end)
+
+
+@dataclass(frozen=True)
+class Reference:
+    table: pd.DataFrame
+    info: ReferenceInfo
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    exit_code: int
+    line: str
+    summary: dict[str, Any]
+
+
+def load_reference(path: Path) -> Reference:
+    """The reference table and its description (schema, threshold), checked against each other."""
+    info_path = path.with_suffix(".json")
+    if not path.is_file() or not info_path.is_file():
+        raise MonitorInputError(
+            f"no reference data at {path} (and {info_path.name}): the pipeline makes it; "
+            "run `dvc repro reference` (or `make train`)"
+        )
+    try:
+        info = ReferenceInfo.model_validate_json(info_path.read_text(encoding="utf-8"))
+        table = pd.read_parquet(path)
+    except Exception as error:  # pydantic, json and pyarrow each raise their own types
+        raise MonitorInputError(
+            f"the reference at {path} cannot be read ({type(error).__name__}: {error}); "
+            "rebuild it with `dvc repro reference`"
+        ) from None
+    schema = info.feature_schema
+    needed = [*schema.names, schema.target, SCORE_COLUMN, DECISION_COLUMN]
+    missing = [column for column in needed if column not in table.columns]
+    if missing:
+        raise MonitorInputError(
+            f"the reference at {path} lacks column(s) {missing} its schema needs; "
+            "rebuild it with `dvc repro reference`"
+        )
+    return Reference(table, info)
+
+
+def current_rows(
+    log_path: Path, reference: Reference, window: Window, params: MonitorParams
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The window's usable rows, and what was skipped and why."""
+    schema = reference.info.feature_schema
+    logged = read_predictions(log_path, schema, start=window.start, end=window.end)
+    frame = logged.frame
+    other_version = 0
+    if params.model_version is not None:
+        keep = frame["model_version"] == params.model_version
+        other_version = int((~keep).sum())
+        frame = frame[keep]
+    counts = {
+        "rows_in_window": logged.rows_in_window,
+        "other_schema_rows": logged.other_schema_rows,
+        "unreadable_rows": logged.unreadable_rows,
+        "other_version_rows": other_version,
+        "model_versions": sorted(frame["model_version"].unique().tolist()),
+    }
+    if len(frame) < params.min_rows:
+        raise MonitorInputError(
+            _too_few(
+                len(frame),
+                logged=logged,
+                window=window,
+                params=params,
+                reference=reference,
+                counts=counts,
+            )
+        )
+    return frame.reset_index(drop=True), counts
+
+
+def _too_few(
+    usable: int,
+    *,
+    logged: LoggedPredictions,
+    window: Window,
+    params: MonitorParams,
+    reference: Reference,
+    counts: dict[str, Any],
+) -> str:
+    reasons = []
+    if logged.other_schema_rows:
+        reasons.append(
+            f"{logged.other_schema_rows:,} were logged under another feature schema than the "
+            f"reference's ({reference.info.feature_schema.fingerprint}): rebuild the reference "
+            "for the served model (`dvc repro reference`) or monitor that model's log"
+        )
+    if counts["other_version_rows"]:
+        reasons.append(
+            f"{counts['other_version_rows']:,} came from other model versions than "
+            f"monitor.model_version={params.model_version!r}"
+        )
+    if logged.unreadable_rows:
+        reasons.append(f"{logged.unreadable_rows:,} could not be read")
+    detail = (
+        f" Of {logged.rows_in_window:,} logged rows, " + "; ".join(reasons) + "." if reasons else ""
+    )
+    return (
+        f"only {usable:,} usable rows logged between {window.start:%Y-%m-%d %H:%M} and "
+        f"{window.end:%Y-%m-%d %H:%M} UTC; the monitor needs at least {params.min_rows:,} "
+        f"(monitor.min_rows).{detail} Send traffic (make replay) or widen the window "
+        "(--start, or monitor.window_hours)."
+    )
+
+
+def run_monitor(
+    params: MonitorParams,
+    *,
+    window: Window,
+    log_path: Path,
+    reference_path: Path,
+    out_dir: Path,
+    labels_path: Path | None,
+    labels_as_of: datetime | None,
+    workspace: Path | None = None,
+    now: datetime | None = None,
+) -> MonitorResult:
+    """Judge one window and write its reports; MonitorInputError if it cannot be judged."""
+    now = now or datetime.now(UTC)
+    clock = time.perf_counter()
+    reference = load_reference(reference_path)
+    schema = reference.info.feature_schema
+    frame, counts = current_rows(log_path, reference, window, params)
+    labels = read_labels(labels_path) if labels_path is not None else no_labels()
+    log.info("read %s logged rows in %.1f s", f"{len(frame):,}", time.perf_counter() - clock)
+
+    clock = time.perf_counter()
+    drift_snapshot = report.run(
+        report.drift_report(schema, params),
+        report.dataset(frame, schema, labelled=False),
+        report.dataset(reference.table, schema, labelled=False),
+    )
+    verdict = report.drift_verdict(drift_snapshot, schema, params, len(reference.table))
+    log.info("drift report in %.1f s", time.perf_counter() - clock)
+
+    labelled = join_labels(frame, labels, schema.target)
+    if labels_as_of is not None:  # None: every label counts, as if all had arrived
+        arrived = labelled["available_at"] <= pd.Timestamp(labels_as_of)
+        labelled, pending = labelled[arrived], labelled[~arrived]
+    else:
+        pending = labelled[:0]
+    quality_snapshot, quality = None, None
+    if len(labelled) and labelled[schema.target].nunique() == 2:
+        clock = time.perf_counter()
+        quality_snapshot = report.run(
+            report.quality_report(reference.info.threshold),
+            report.dataset(labelled, schema, labelled=True),
+            report.dataset(reference.table, schema, labelled=True),
+        )
+        quality = report.quality(labelled, reference.table, schema)
+        log.info(
+            "quality report on %s labelled rows in %.1f s",
+            f"{len(labelled):,}",
+            time.perf_counter() - clock,
+        )
+    counts["labels_pending"] = len(pending)
+    counts["next_labels_at"] = pending["available_at"].min().isoformat() if len(pending) else None
+
+    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
+    paths = _report_paths(out_dir, stamp, with_quality=quality_snapshot is not None)
+    summary = _summary(
+        window,
+        now=now,
+        counts=counts,
+        verdict=verdict,
+        quality=quality,
+        labelled_rows=len(labelled),
+        reference=reference,
+        paths=paths,
+    )
+    _write_reports(paths, drift_snapshot, quality_snapshot, summary)
+    _prune(paths["html"].parent, params.keep_reports)
+    _record(
+        out_dir,
+        summary=summary,
+        verdict=verdict,
+        quality=quality,
+        labelled_rows=len(labelled),
+        params=params,
+    )
+    if workspace is not None:
+        _add_to_workspace(workspace, drift_snapshot, quality_snapshot)
+    exit_code = EXIT_PASSED if verdict.passed else EXIT_DRIFT
+    return MonitorResult(
+        exit_code, one_line(verdict, quality, paths["latest_html"], len(pending)), summary
+    )
+
+
+def one_line(
+    verdict: report.DriftVerdict,
+    quality: report.Quality | None,
+    html: Path,
+    pending_labels: int = 0,
+) -> str:
+    shown = ", ".join(
+        f"{name} {verdict.feature_drift[name]:.2f}" for name in verdict.drifted_features[:4]
+    )
+    more = len(verdict.drifted_features) - 4
+    drifted = f"{len(verdict.drifted_features)} of {len(verdict.feature_drift)} features drifted"
+    if verdict.drifted_features:
+        drifted += f" ({shown}{f', +{more} more' if more > 0 else ''})"
+    failed = [test.name for test in verdict.tests if not test.passed]
+    head = (
+        "NO DRIFT: gate passed" if verdict.passed else f"DRIFT: gate failed ({'; '.join(failed)})"
+    )
+    labels = (
+        f", AP {quality.average_precision:.3f} on {quality.rows:,} labelled rows"
+        if quality is not None and quality.average_precision is not None
+        else ""
+    )
+    if pending_labels:
+        labels += f", labels of {pending_labels:,} rows still to come"
+    return (
+        f"{head}: {drifted}, score drift {verdict.score_drift:.3f}, {verdict.rows:,} rows"
+        f"{labels} -> {html}"
+    )
+
+
+def _report_paths(out_dir: Path, stamp: str, *, with_quality: bool) -> dict[str, Path]:
+    past = out_dir / "history"
+    paths = {
+        "html": past / f"{stamp}-drift.html",
+        "json": past / f"{stamp}-drift.json",
+        "summary": past / f"{stamp}-summary.json",
+        "latest_html": out_dir / "latest-drift.html",
+        "latest_json": out_dir / "latest-drift.json",
+        "latest_summary": out_dir / "latest-summary.json",
+    }
+    if with_quality:
+        paths["quality_html"] = past / f"{stamp}-quality.html"
+        paths["latest_quality_html"] = out_dir / "latest-quality.html"
+    return paths
+
+
+def _summary(
+    window: Window,
+    *,
+    now: datetime,
+    counts: dict[str, Any],
+    verdict: report.DriftVerdict,
+    quality: report.Quality | None,
+    labelled_rows: int,
+    reference: Reference,
+    paths: dict[str, Path],
+) -> dict[str, Any]:
+    return {
+        "verdict": "no drift" if verdict.passed else "drift",
+        "exit_code": EXIT_PASSED if verdict.passed else EXIT_DRIFT,
+        "run_at": now.isoformat(),
+        "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
+        "rows": verdict.rows,
+        "skipped": {
+            k: v for k, v in counts.items() if k.endswith("_rows") and k != "rows_in_window"
+        },
+        "rows_in_window": counts["rows_in_window"],
+        "model_versions": counts["model_versions"],
+        "reference": {
+            "rows": verdict.reference_rows,
+            "period": [reference.info.period_start, reference.info.period_end],
+            "scored_by": reference.info.scored_by,
+            "schema_fingerprint": reference.info.feature_schema.fingerprint,
+        },
+        "drifted_features": verdict.drifted_features,
+        "feature_drift": verdict.feature_drift,
+        "drifted_share": verdict.drifted_share,
+        "score_drift": verdict.score_drift,
+        "tests": [asdict(test) for test in verdict.tests],
+        "labels": {
+            "labelled_rows": labelled_rows,
+            "pending_rows": counts["labels_pending"],
+            "next_labels_at": counts["next_labels_at"],
+            "quality": asdict(quality) if quality is not None else None,
+            "test_period": reference.info.test_metrics,
+        },
+        "reports": {name: str(path) for name, path in paths.items()},
+    }
+
+
+def _write_reports(
+    paths: dict[str, Path],
+    drift: Any,
+    quality: Any | None,
+    summary: dict[str, Any],
+) -> None:
+    """Timestamped files first, then each "latest" file replaced in one rename."""
+    paths["html"].parent.mkdir(parents=True, exist_ok=True)
+    _atomic(paths["html"], drift.save_html)
+    _atomic(paths["json"], drift.save_json)
+    text = json.dumps(summary, indent=2) + "\n"
+    _atomic(paths["summary"], lambda p: Path(p).write_text(text, encoding="utf-8"))
+    pairs = [("html", "latest_html"), ("json", "latest_json"), ("summary", "latest_summary")]
+    if quality is not None:
+        _atomic(paths["quality_html"], quality.save_html)
+        pairs.append(("quality_html", "latest_quality_html"))
+    else:
+        # A stale quality report beside a new drift report would mislead.
+        (paths["latest_html"].parent / "latest-quality.html").unlink(missing_ok=True)
+    for source, latest in pairs:
+        _atomic(paths[latest], partial(_copy, paths[source]))
+
+
+def _copy(source: Path, target: str) -> None:
+    """A hard link where the file system allows it: the reports are megabytes each."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Keep the reports of the latest ``keep`` runs; history.db keeps every run's numbers."""
+    stamps = sorted({path.name.split("-", 1)[0] for path in folder.glob("*-summary.json")})
+    for stamp in stamps[:-keep] if len(stamps) > keep else []:
+        for path in folder.glob(f"{stamp}-*"):
+            path.unlink(missing_ok=True)
+
+
+def _atomic(target: Path, write: Callable[[str], Any]) -> None:
+    temporary = target.with_name(f".{target.name}.tmp")
+    try:
+        write(str(temporary))
+        temporary.replace(target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _record(
+    out_dir: Path,
+    *,
+    summary: dict[str, Any],
+    verdict: report.DriftVerdict,
+    quality: report.Quality | None,
+    labelled_rows: int,
+    params: MonitorParams,
+) -> None:
+    database = out_dir / HISTORY_DB
+    history.append(
+        database,
+        history.HistoryRecord(
+            run_at=summary["run_at"],
+            window_start=summary["window"]["start"],
+            window_end=summary["window"]["end"],
+            rows=verdict.rows,
+            drifted_features=len(verdict.drifted_features),
+            drifted_share=verdict.drifted_share,
+            score_drift=verdict.score_drift,
+            passed=verdict.passed,
+            labelled_rows=labelled_rows,
+            average_precision=quality.average_precision if quality else None,
+            precision=quality.precision if quality else None,
+            recall=quality.recall if quality else None,
+            report=summary["reports"]["html"],
+        ),
+    )
+    history.plot(
+        history.read(database),
+        out_dir / HISTORY_PLOT,
+        max_share=params.gate.max_drifted_share,
+        max_score_drift=params.gate.max_score_drift,
+    )
+
+
+def _add_to_workspace(workspace: Path, *snapshots: Any) -> None:
+    """Add the run's snapshots to a local Evidently UI workspace (make monitor-ui)."""
+    # The UI's workspace pulls in its own stack; only runs that ask for it pay for that.
+    from evidently.ui.workspace import Workspace  # noqa: PLC0415
+
+    space = Workspace.create(str(workspace))
+    projects = space.search_project("fraud-detector")
+    project = projects[0] if projects else space.create_project("fraud-detector")
+    for snapshot in snapshots:
+        if snapshot is not None:
+            space.add_run(project.id, snapshot, include_data=False)
