@@ -30,12 +30,14 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from fraud_detection.errors import USER_ERRORS, ParamsError
-from fraud_detection.io.files import atomic_path, load_params
+from fraud_detection.io.files import atomic_path, load_params, read_parquet
 from fraud_detection.params import Params, ReplayParams, format_validation_error
 from fraud_detection.schema import FeatureSchema
-from fraud_detection.traffic import replay_traffic
+from fraud_detection.traffic import held_out_traffic, replay_traffic
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
+# CSV data has no world to continue: its replay sends the split stage's held-out rows.
+HELD_OUT = Path("data/split/test.parquet")
 # Stop early when this many requests in a row fail: the service is down or rejects all.
 MAX_FAILURES_IN_A_ROW = 20
 
@@ -91,7 +93,22 @@ def check_traffic(traffic: pd.DataFrame, schema: FeatureSchema) -> None:
     if missing:
         raise ReplayError(
             f"the served model expects feature(s) {missing} the simulator does not make; "
-            "the replay can only feed a model trained on simulator data (data.source: simulator)"
+            "replay the data the model was trained on (data.source in params.yaml)"
+        )
+    outside = [
+        f"{feature.name} {values.min():g}..{values.max():g} (the API takes "
+        f"{feature.minimum if feature.minimum is not None else '-inf'}.."
+        f"{feature.maximum if feature.maximum is not None else 'inf'})"
+        for feature in schema.features
+        if feature.kind == "numeric"
+        for values in [traffic[feature.name]]
+        if (feature.minimum is not None and values.min() < feature.minimum)
+        or (feature.maximum is not None and values.max() > feature.maximum)
+    ]
+    if outside:
+        raise ReplayError(
+            f"the service would reject every row with {'; '.join(outside)}: change the "
+            "drift scenario (e.g. replay.scenarios.broken_feature.value) to a value in range"
         )
 
 
@@ -185,8 +202,16 @@ def labels_table(
             "row_index": np.asarray([row for _, row, _ in accepted], dtype=np.int64),
             "label": picked[target].to_numpy().astype(np.int64),
             "available_at": pd.Timestamp(available_at),
-            "transaction_time": picked["TX_DATETIME"].to_numpy(),
-            "fraud_scenario": picked["TX_FRAUD_SCENARIO"].to_numpy().astype(np.int64),
+        }
+    ).assign(
+        # Simulated traffic only: when it happened and which fraud scenario made it.
+        **{
+            name: picked[column].to_numpy()
+            for name, column in (
+                ("transaction_time", "TX_DATETIME"),
+                ("fraud_scenario", "TX_FRAUD_SCENARIO"),
+            )
+            if column in picked.columns
         }
     )
 
@@ -221,23 +246,35 @@ def with_overrides(params: ReplayParams, args: argparse.Namespace) -> ReplayPara
         raise ParamsError(format_validation_error(error, "replay options")) from None
 
 
-def replay(all_params: Params, params: ReplayParams, *, show_progress: bool) -> int:
-    if all_params.data.source != "simulator":
-        raise ReplayError("the replay simulates traffic: it needs data.source: simulator")
-    with httpx.Client(base_url=params.url, timeout=10) as client:
-        schema = served_schema(client)
+def make_traffic(all_params: Params, params: ReplayParams, schema: FeatureSchema) -> pd.DataFrame:
+    """Simulated days after the test period, or for CSV data the held-out test rows."""
     started = time.perf_counter()
-    traffic = replay_traffic(
-        all_params.data.simulator, all_params.features, all_params.split, params
-    )
+    if all_params.data.source == "simulator":
+        traffic = replay_traffic(
+            all_params.data.simulator, all_params.features, all_params.split, params
+        )
+        origin = (
+            f"transactions from {traffic['TX_DATETIME'].min():%Y-%m-%d} to "
+            f"{traffic['TX_DATETIME'].max():%Y-%m-%d}"
+        )
+    else:
+        test = read_parquet(HELD_OUT, made_by="split")
+        traffic, incomplete = held_out_traffic(test, schema.names, params)
+        origin = f"held-out rows of {HELD_OUT} ({incomplete:,} with missing values left out)"
     check_traffic(traffic, schema)
     scenarios = ", ".join(params.scenarios.enabled) or "no drift scenario"
     print(
-        f"replaying {len(traffic):,} transactions from {traffic['TX_DATETIME'].min():%Y-%m-%d} "
-        f"to {traffic['TX_DATETIME'].max():%Y-%m-%d} ({scenarios}; seed {params.seed}) "
-        f"to {params.url}, made in {time.perf_counter() - started:.1f} s",
+        f"replaying {len(traffic):,} {origin} ({scenarios}; seed {params.seed}) to "
+        f"{params.url}, made in {time.perf_counter() - started:.1f} s",
         file=sys.stderr,
     )
+    return traffic
+
+
+def replay(all_params: Params, params: ReplayParams, *, show_progress: bool) -> int:
+    with httpx.Client(base_url=params.url, timeout=10) as client:
+        schema = served_schema(client)
+    traffic = make_traffic(all_params, params, schema)
     rows = [
         dict(zip(schema.names, values, strict=True))
         for values in traffic[schema.names].itertuples(index=False, name=None)

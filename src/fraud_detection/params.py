@@ -237,12 +237,16 @@ class NewFraudPattern(Section):
 
 
 class BrokenFeature(Section):
-    """An upstream job breaks: ``feature`` arrives with the same ``value`` in every request
-    (the API rejects a request without the field, so a lost feature usually looks like this)."""
+    """An upstream job breaks: ``feature`` arrives with the same ``value`` in every request.
+
+    The API rejects a request without the field, or with a value out of the schema's
+    bounds, so a broken feature that still gets through looks like this: by default the
+    7-day count comes from a wiped cache, and every card looks as if it were new (1).
+    """
 
     enabled: bool = False
     feature: str = Field("CUSTOMER_ID_NB_TX_7DAY_WINDOW", min_length=1)
-    value: float = 0.0
+    value: float = 1.0
 
 
 class CustomerMix(Section):

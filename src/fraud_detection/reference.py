@@ -50,17 +50,15 @@ def held_out_scores(
     """Each row's fraud probability from ``pipeline`` fitted without that row's fold.
 
     Time-stamped data is split by calendar day (one day per fold, up to ``MAX_FOLDS``
-    folds); data without time by stratified folds.
+    folds), or into blocks of consecutive time when it spans less than two days or its
+    time is a number; data without time by stratified folds.
     """
     features, target = frame[schema.names], frame[schema.target].to_numpy()
-    if schema.time_column is not None:
-        days = pd.DatetimeIndex(frame[schema.time_column]).normalize()
-        n_folds = min(MAX_FOLDS, days.nunique())
-        folds: Any = GroupKFold(n_splits=n_folds)
-        groups: Any = days.asi8
+    groups = _time_blocks(frame[schema.time_column]) if schema.time_column else None
+    if groups is not None:
+        folds: Any = GroupKFold(n_splits=min(MAX_FOLDS, len(np.unique(groups))))
     else:
         folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-        groups = None
     probabilities = cross_val_predict(
         pipeline,
         features,
@@ -72,6 +70,17 @@ def held_out_scores(
     )
     scores: NDArray[np.float64] = np.asarray(probabilities[:, 1], dtype=np.float64)
     return scores
+
+
+def _time_blocks(times: pd.Series) -> NDArray[np.int64]:
+    """Calendar days for datetimes; for numeric times (e.g. seconds since the first row,
+    as in the public creditcard.csv) ``MAX_FOLDS`` blocks of consecutive time."""
+    if pd.api.types.is_datetime64_any_dtype(times):
+        days = pd.DatetimeIndex(times).normalize().asi8
+        if len(np.unique(days)) >= 2:
+            return np.asarray(days, dtype=np.int64)
+    order = times.rank(method="first").to_numpy()
+    return np.asarray(np.ceil(order * MAX_FOLDS / len(order)), dtype=np.int64)
 
 
 def reference_table(

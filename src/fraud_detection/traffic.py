@@ -177,3 +177,21 @@ def _draw(
 
 def _engineered(frame: pd.DataFrame, raw: pd.DataFrame) -> list[str]:
     return [column for column in frame.columns if column not in raw.columns]
+
+
+def held_out_traffic(
+    test: pd.DataFrame, feature_names: list[str], replay: ReplayParams
+) -> tuple[pd.DataFrame, int]:
+    """Traffic for CSV data, which has no world to continue: the held-out test rows.
+
+    Rows with a missing feature value are left out (the API takes no nulls yet); their
+    count is returned beside the rows. The drift scenarios need the simulator's columns.
+    """
+    if replay.scenarios.enabled:
+        raise ParamsError(
+            f"replay.scenarios {replay.scenarios.enabled} change simulated transactions; "
+            "with CSV data (data.source: csv) switch them off"
+        )
+    complete = test[test[feature_names].notna().all(axis=1)].reset_index(drop=True)
+    picked = _draw(len(complete), replay.rows, None, replay.seed, 0)
+    return complete.iloc[picked].reset_index(drop=True), len(test) - len(complete)

@@ -119,7 +119,7 @@ def make_project(root: Path, params: dict[str, Any]) -> Project:
     root.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy2(REPO / name, root / name)
-    for folder in ("pipelines", "src"):
+    for folder in ("pipelines", "src", "serving", "monitoring"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data" / "external").mkdir(parents=True)
     shutil.copy2(REPO / "data/external/README.md", root / "data/external/README.md")
