@@ -2,7 +2,7 @@
 
 Exit codes: 0 no drift (the gate passed), 1 drift (the gate failed), 2 the monitor could
 not run (the message says why and what to do). Evidently is imported only after the
-arguments and params are checked, so mistakes there answer at once.
+arguments, params and input files are checked, so mistakes there answer at once.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import argparse
 import logging
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fraud_detection.errors import USER_ERRORS
 from fraud_detection.io.files import load_params
+from monitoring.inputs import Window, read_inputs
 from monitoring.prediction_log import MonitorInputError
 
 EXIT_ERROR = 2
@@ -35,6 +36,20 @@ def moment(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def duration(text: str) -> timedelta:
+    """A length of time such as 90s, 15m, 2h or 1d."""
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    try:
+        amount = float(text[:-1])
+        if text[-1:] not in units or amount <= 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration such as 90s, 15m, 2h or 1d"
+        ) from None
+    return timedelta(**{units[text[-1]]: amount})
+
+
 def labels_moment(text: str) -> datetime | None:
     return None if text == "all" else moment(text)
 
@@ -51,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--out", type=Path, help="report folder (default: monitor.out_dir)")
     cli.add_argument("--start", type=moment, help="window start, UTC (default: end - window)")
     cli.add_argument("--end", type=moment, help="window end, UTC (default: now)")
+    cli.add_argument(
+        "--last", type=duration, help="window length, e.g. 15m or 2h (default: window_hours)"
+    )
     cli.add_argument("--labels", type=Path, help="labels file (default: monitor.labels_path)")
     cli.add_argument(
         "--labels-as-of",
@@ -71,16 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         params = load_params(args.params).monitor
-        # Evidently takes seconds to import: only once the params are known to be good.
-        from monitoring.monitor import Window, run_monitor  # noqa: PLC0415
-
-        result = run_monitor(
+        hours = args.last.total_seconds() / 3600 if args.last else params.window_hours
+        inputs = read_inputs(
             params,
-            window=Window.ending(args.end, args.start, params.window_hours),
+            window=Window.ending(args.end, args.start, hours),
             log_path=args.log or Path(params.log_path),
             reference_path=args.reference or Path(params.reference_path),
-            out_dir=args.out or Path(params.out_dir),
             labels_path=args.labels or Path(params.labels_path),
+        )
+        log.info("read %s logged rows", f"{len(inputs.frame):,}")
+        # Evidently takes seconds to import: only once the inputs are known to be good.
+        from monitoring.monitor import judge  # noqa: PLC0415
+
+        result = judge(
+            inputs,
+            params,
+            out_dir=args.out or Path(params.out_dir),
             labels_as_of=args.labels_as_of,
             workspace=args.workspace,
         )

@@ -27,7 +27,8 @@ import httpx
 from fraud_detection.errors import USER_ERRORS
 from fraud_detection.io.files import load_params, write_json
 from fraud_detection.params import DriftScenarios
-from monitoring.monitor import Window, run_monitor
+from monitoring.inputs import Window
+from monitoring.monitor import run_monitor
 from monitoring.prediction_log import MonitorInputError
 from monitoring.replay import ReplayError, replay
 

@@ -44,11 +44,19 @@ def read_labels(path: Path) -> pd.DataFrame:
             f"{path} lacks column(s) {missing}; a labels file has {LABEL_COLUMNS}"
         )
     labels = frame[LABEL_COLUMNS].copy()
+    empty = [column for column in LABEL_COLUMNS if labels[column].isna().any()]
+    if empty:
+        raise MonitorInputError(f"{path}: column(s) {empty} have empty values")
     if not labels["label"].isin([0, 1]).all():
         raise MonitorInputError(f"{path}: every label must be 0 or 1")
-    labels["available_at"] = pd.to_datetime(labels["available_at"], utc=True)
+    try:
+        labels["available_at"] = pd.to_datetime(labels["available_at"], utc=True)
+        labels["row_index"] = labels["row_index"].astype("int64")
+    except (ValueError, TypeError) as error:
+        raise MonitorInputError(
+            f"{path}: available_at must be times and row_index whole numbers ({error})"
+        ) from None
     labels["request_id"] = labels["request_id"].astype(str)
-    labels["row_index"] = labels["row_index"].astype("int64")
     labels["label"] = labels["label"].astype("int64")
     return labels.drop_duplicates(["request_id", "row_index"], keep="last")
 

@@ -1,10 +1,10 @@
 """One monitoring run: a window of the prediction log against the reference, judged.
 
 Reads only the log, the reference (with the schema the model carries) and, if present,
-the labels file. Writes the reports (HTML and JSON, a stable "latest" name and a
-timestamped copy), appends to the history and redraws its plot. Every input problem is
-a :class:`MonitorInputError` with a message that says what to do, raised before anything
-is written.
+the labels file (monitoring/inputs.py). Writes the reports (HTML and JSON, a stable
+"latest" name and a timestamped copy), appends to the history and redraws its plot.
+Every input problem is a :class:`MonitorInputError` with a message that says what to do,
+raised before anything is written.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,9 @@ from typing import Any
 import pandas as pd
 
 from fraud_detection.params import MonitorParams
-from fraud_detection.reference import DECISION_COLUMN, SCORE_COLUMN, ReferenceInfo
 from monitoring import history, report
-from monitoring.labels import join_labels, no_labels, read_labels
-from monitoring.prediction_log import LoggedPredictions, MonitorInputError, read_predictions
+from monitoring.inputs import MonitorInputs, Reference, Window, read_inputs
+from monitoring.labels import join_labels
 
 EXIT_PASSED, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 
@@ -37,127 +36,10 @@ HISTORY_PLOT = "history.png"
 
 
 @dataclass(frozen=True)
-class Window:
-    start: datetime
-    end: datetime
-
-    @classmethod
-    def ending(cls, end: datetime | None, start: datetime | None, hours: float) -> Window:
-        end = end or datetime.now(UTC)
-        start = start or end - timedelta(hours=hours)
-        for moment in (start, end):
-            if moment.tzinfo is None:
-                raise MonitorInputError(f"{moment} has no time zone; give window ends in UTC")
-        if start >= end:
-            raise MonitorInputError(f"the window starts ({start}) after it ends ({end})")
-        return cls(start, end)
-
-
-@dataclass(frozen=True)
-class Reference:
-    table: pd.DataFrame
-    info: ReferenceInfo
-
-
-@dataclass(frozen=True)
 class MonitorResult:
     exit_code: int
     line: str
     summary: dict[str, Any]
-
-
-def load_reference(path: Path) -> Reference:
-    """The reference table and its description (schema, threshold), checked against each other."""
-    info_path = path.with_suffix(".json")
-    if not path.is_file() or not info_path.is_file():
-        raise MonitorInputError(
-            f"no reference data at {path} (and {info_path.name}): the pipeline makes it; "
-            "run `dvc repro reference` (or `make train`)"
-        )
-    try:
-        info = ReferenceInfo.model_validate_json(info_path.read_text(encoding="utf-8"))
-        table = pd.read_parquet(path)
-    except Exception as error:  # pydantic, json and pyarrow each raise their own types
-        raise MonitorInputError(
-            f"the reference at {path} cannot be read ({type(error).__name__}: {error}); "
-            "rebuild it with `dvc repro reference`"
-        ) from None
-    schema = info.feature_schema
-    needed = [*schema.names, schema.target, SCORE_COLUMN, DECISION_COLUMN]
-    missing = [column for column in needed if column not in table.columns]
-    if missing:
-        raise MonitorInputError(
-            f"the reference at {path} lacks column(s) {missing} its schema needs; "
-            "rebuild it with `dvc repro reference`"
-        )
-    return Reference(table, info)
-
-
-def current_rows(
-    log_path: Path, reference: Reference, window: Window, params: MonitorParams
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The window's usable rows, and what was skipped and why."""
-    schema = reference.info.feature_schema
-    logged = read_predictions(log_path, schema, start=window.start, end=window.end)
-    frame = logged.frame
-    other_version = 0
-    if params.model_version is not None:
-        keep = frame["model_version"] == params.model_version
-        other_version = int((~keep).sum())
-        frame = frame[keep]
-    counts = {
-        "rows_in_window": logged.rows_in_window,
-        "other_schema_rows": logged.other_schema_rows,
-        "unreadable_rows": logged.unreadable_rows,
-        "other_version_rows": other_version,
-        "model_versions": sorted(frame["model_version"].unique().tolist()),
-    }
-    if len(frame) < params.min_rows:
-        raise MonitorInputError(
-            _too_few(
-                len(frame),
-                logged=logged,
-                window=window,
-                params=params,
-                reference=reference,
-                counts=counts,
-            )
-        )
-    return frame.reset_index(drop=True), counts
-
-
-def _too_few(
-    usable: int,
-    *,
-    logged: LoggedPredictions,
-    window: Window,
-    params: MonitorParams,
-    reference: Reference,
-    counts: dict[str, Any],
-) -> str:
-    reasons = []
-    if logged.other_schema_rows:
-        reasons.append(
-            f"{logged.other_schema_rows:,} were logged under another feature schema than the "
-            f"reference's ({reference.info.feature_schema.fingerprint}): rebuild the reference "
-            "for the served model (`dvc repro reference`) or monitor that model's log"
-        )
-    if counts["other_version_rows"]:
-        reasons.append(
-            f"{counts['other_version_rows']:,} came from other model versions than "
-            f"monitor.model_version={params.model_version!r}"
-        )
-    if logged.unreadable_rows:
-        reasons.append(f"{logged.unreadable_rows:,} could not be read")
-    detail = (
-        f" Of {logged.rows_in_window:,} logged rows, " + "; ".join(reasons) + "." if reasons else ""
-    )
-    return (
-        f"only {usable:,} usable rows logged between {window.start:%Y-%m-%d %H:%M} and "
-        f"{window.end:%Y-%m-%d %H:%M} UTC; the monitor needs at least {params.min_rows:,} "
-        f"(monitor.min_rows).{detail} Send traffic (make replay) or widen the window "
-        "(--start, or monitor.window_hours)."
-    )
 
 
 def run_monitor(
@@ -173,13 +55,39 @@ def run_monitor(
     now: datetime | None = None,
 ) -> MonitorResult:
     """Judge one window and write its reports; MonitorInputError if it cannot be judged."""
-    now = now or datetime.now(UTC)
     clock = time.perf_counter()
-    reference = load_reference(reference_path)
+    inputs = read_inputs(
+        params,
+        window=window,
+        log_path=log_path,
+        reference_path=reference_path,
+        labels_path=labels_path,
+    )
+    log.info("read %s logged rows in %.1f s", f"{len(inputs.frame):,}", time.perf_counter() - clock)
+    return judge(
+        inputs,
+        params,
+        out_dir=out_dir,
+        labels_as_of=labels_as_of,
+        workspace=workspace,
+        now=now,
+    )
+
+
+def judge(
+    inputs: MonitorInputs,
+    params: MonitorParams,
+    *,
+    out_dir: Path,
+    labels_as_of: datetime | None,
+    workspace: Path | None = None,
+    now: datetime | None = None,
+) -> MonitorResult:
+    """Run the reports on inputs already read, apply the gate, write the files."""
+    now = now or datetime.now(UTC)
+    window, reference, frame = inputs.window, inputs.reference, inputs.frame
+    counts, labels = dict(inputs.counts), inputs.labels
     schema = reference.info.feature_schema
-    frame, counts = current_rows(log_path, reference, window, params)
-    labels = read_labels(labels_path) if labels_path is not None else no_labels()
-    log.info("read %s logged rows in %.1f s", f"{len(frame):,}", time.perf_counter() - clock)
 
     clock = time.perf_counter()
     drift_snapshot = report.run(

@@ -67,15 +67,16 @@ def read_predictions(
     matching = np.asarray(by_name["schema_fingerprint"], dtype=object) == schema.fingerprint
     features = [text for text, keep in zip(by_name["features"], matching, strict=True) if keep]
     values, readable = _parse(features, len(schema.names))
-    keep = np.flatnonzero(matching)[readable]
     frame = pd.DataFrame(values, columns=schema.names)
+    numbers = _numeric(frame, schema)
+    frame, readable = frame[numbers], readable[numbers]
+    keep = np.flatnonzero(matching)[readable]
     for name in ("logged_at", "request_id", "row_index", "model_version"):
         frame.insert(len(frame.columns) - len(schema.names), name, _pick(by_name[name], keep))
     frame["probability"] = np.asarray(_pick(by_name["probability"], keep), dtype=np.float64)
     frame["is_fraud"] = np.asarray(_pick(by_name["is_fraud"], keep), dtype=np.int64)
     frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True, format="ISO8601")
     frame["model_version"] = frame["model_version"].astype(str)
-    frame[schema.numeric] = frame[schema.numeric].astype("float64")
     return LoggedPredictions(
         frame=frame,
         rows_in_window=len(rows),
@@ -83,6 +84,19 @@ def read_predictions(
         unreadable_rows=int(len(features) - len(keep)),
         model_versions=sorted(frame["model_version"].unique().tolist()),
     )
+
+
+def _numeric(frame: pd.DataFrame, schema: FeatureSchema) -> NDArray[np.bool_]:
+    """Rows whose numeric features are all finite numbers; those columns become float64."""
+    good = np.ones(len(frame), dtype=bool)
+    for name in schema.numeric:
+        column = frame[name]
+        # JSON true/false would pass as 1/0; the service never logs them for a number.
+        is_bool = column.map(lambda value: isinstance(value, bool)).to_numpy(bool)
+        values = pd.to_numeric(column, errors="coerce").astype("float64")
+        good &= np.isfinite(values.to_numpy()) & ~is_bool
+        frame[name] = values
+    return good
 
 
 def _pick(column: tuple[Any, ...], rows: NDArray[np.int64]) -> list[Any]:
@@ -125,7 +139,11 @@ def _parse(texts: list[str], width: int) -> tuple[list[list[Any]], NDArray[np.in
     """
     try:
         parsed = json.loads("[" + ",".join(texts) + "]") if texts else []
-        if all(isinstance(values, list) and len(values) == width for values in parsed):
+        # As many arrays as texts: a text such as '[1], [2]' (or '[1,' and '2]' side by
+        # side) parses inside the whole but is not one row's array.
+        if len(parsed) == len(texts) and all(
+            isinstance(values, list) and len(values) == width for values in parsed
+        ):
             return parsed, np.arange(len(parsed), dtype=np.int64)
     except (TypeError, ValueError):
         pass

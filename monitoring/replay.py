@@ -59,17 +59,21 @@ class Outcome:
     first_error: str | None = None
     accepted: list[tuple[str, int, int]] = field(default_factory=list)  # id, batch row, row
     failures_in_a_row: int = 0
+    streak_error: str | None = None  # the first error of the current run of failures
     # Why the replay stopped early (the accepted rows' labels are still written).
     aborted: str | None = None
 
     def failed(self, what: str, detail: str) -> None:
         self.failures[what] += 1
         self.failures_in_a_row += 1
-        self.first_error = self.first_error or f"{what}: {detail}"
+        error = f"{what}: {detail}"
+        self.first_error = self.first_error or error
+        if self.failures_in_a_row == 1:
+            self.streak_error = error
         if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
             self.aborted = (
                 f"{MAX_FAILURES_IN_A_ROW} requests in a row failed, the first with "
-                f"{self.first_error}; check the service's log and GET /ready"
+                f"{self.streak_error}; check the service's log and GET /ready"
             )
 
 

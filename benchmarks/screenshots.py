@@ -1,0 +1,72 @@
+"""Screenshots of two monitor reports for docs/monitoring.md, taken with headless Chromium.
+
+    python benchmarks/screenshots.py NO_DRIFT.html DRIFT.html   # -> docs/images/*.png
+
+`make bench-monitoring` keeps the reports of its first no-drift and amount-shift runs in
+.bench/monitoring/ for this. Needs Chromium (Debian: apt-get install chromium).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO / "docs" / "images"
+# Without the networking switches Chromium spends its start-up reaching Google's hosts.
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--window-size=1280,1500",
+    "--virtual-time-budget=15000",  # the report draws itself with JavaScript
+]
+
+
+def screenshot(browser: str, page: Path, target: Path) -> None:
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [
+                browser,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                f"--screenshot={target}",
+                page.resolve().as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+
+
+def main() -> int:
+    cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cli.add_argument("no_drift", type=Path)
+    cli.add_argument("drift", type=Path)
+    args = cli.parse_args()
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        print("needs Chromium: apt-get install chromium", file=sys.stderr)
+        return 2
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    for page, name in (
+        (args.no_drift, "monitoring-no-drift.png"),
+        (args.drift, "monitoring-drift.png"),
+    ):
+        screenshot(browser, page, IMAGES / name)
+        print(IMAGES / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
