@@ -14,8 +14,9 @@ with and without labels, in alternating rounds. Beside it, the floor no monitor 
 below: a process that imports Evidently and reads the same window of the log, and
 nothing else.
 
-Gate: ten seeded replays of a week with no drift scenario, and ten with each scenario;
-each replay gets its own window of the log and one monitor run. The gate should pass at
+Gate: ten seeded replays with no drift scenario, and ten with each scenario; replay n
+draws its rows with seed n from the n-th week after the test week (so the ten cover ten
+weeks), gets its own window of the log and one monitor run. The gate should pass at
 least 9 of the no-drift runs and fail every drift run, naming the features the scenario
 changes.
 
@@ -132,7 +133,9 @@ def timing(params: Params, scratch: Path, rounds: int) -> dict[str, Any]:
     }
 
 
-def gate(params: Params, scratch: Path, seeds: int) -> list[dict[str, Any]]:
+def gate(
+    params: Params, scratch: Path, seeds: int, workspace: Path | None = None
+) -> list[dict[str, Any]]:
     log, labels = scratch / "gate.db", scratch / "gate-labels.parquet"
     monitor = params.monitor.model_copy(update={"keep_reports": 1})
     runs = []
@@ -144,7 +147,9 @@ def gate(params: Params, scratch: Path, seeds: int) -> list[dict[str, Any]]:
                     switched = getattr(scenarios, scenario).model_copy(update={"enabled": True})
                     scenarios = scenarios.model_copy(update={scenario: switched})
                 start = datetime.now(UTC)
-                send(params, url, labels, seed=seed, scenarios=scenarios)
+                # Seed n: rows drawn with seed n from the n-th week after the test week.
+                week = 7 * (seed - 1)
+                send(params, url, labels, seed=seed, scenarios=scenarios, days_after_test=week)
                 time.sleep(0.3)  # the service's log writer flushes every 0.1 s
                 end = datetime.now(UTC) + timedelta(milliseconds=1)
                 started = time.perf_counter()
@@ -156,6 +161,7 @@ def gate(params: Params, scratch: Path, seeds: int) -> list[dict[str, Any]]:
                     out_dir=scratch / "gate-reports",
                     labels_path=labels,
                     labels_as_of=None,
+                    workspace=workspace,
                 )
                 summary = result.summary
                 quality = summary["labels"]["quality"] or {}
@@ -168,10 +174,12 @@ def gate(params: Params, scratch: Path, seeds: int) -> list[dict[str, Any]]:
                     {
                         "scenario": scenario,
                         "seed": seed,
+                        "week": seed,
                         "passed": result.exit_code == 0,
                         "rows": summary["rows"],
                         "drifted_features": summary["drifted_features"],
                         "score_drift": summary["score_drift"],
+                        "max_feature_drift": max(summary["feature_drift"].values()),
                         "average_precision": quality.get("average_precision"),
                         "named_expected": bool(
                             EXPECTED.get(scenario, set()) & set(summary["drifted_features"])
@@ -246,6 +254,10 @@ def main() -> None:
     cli.add_argument("--rounds", type=int, default=3)
     cli.add_argument("--skip-gate", action="store_true")
     cli.add_argument("--skip-timing", action="store_true")
+    cli.add_argument("--results", type=Path, default=RESULTS, help="where the results go")
+    cli.add_argument(
+        "--workspace", type=Path, help="also add every run to this Evidently UI workspace"
+    )
     args = cli.parse_args()
     params = load_params(REPO / "params.yaml")
     results: dict[str, Any] = {
@@ -259,10 +271,10 @@ def main() -> None:
             results["timing"] = timing(params, scratch, args.rounds)
             print(json.dumps(results["timing"]["median"]), flush=True)
         if not args.skip_gate:
-            results["gate"] = gate(params, scratch, args.seeds)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "monitoring.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "monitoring.md").write_text(markdown(results))
+            results["gate"] = gate(params, scratch, args.seeds, args.workspace)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "monitoring.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.results / "monitoring.md").write_text(markdown(results))
     print(markdown(results))
 
 

@@ -2,8 +2,9 @@
 
     python benchmarks/screenshots.py NO_DRIFT.html DRIFT.html   # -> docs/images/*.png
 
-`make bench-monitoring` keeps the reports of its first no-drift and amount-shift runs in
-.bench/monitoring/ for this. Needs Chromium (Debian: apt-get install chromium).
+`make bench-monitoring` keeps the report of each scenario's first run in .bench/monitoring/
+(`python benchmarks/monitoring.py --skip-timing --seeds 1 --results /tmp` makes just
+those). Needs Chromium (Debian: apt-get install chromium).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
-    "--window-size=1280,1500",
+    "--window-size=1280,2300",
     "--virtual-time-budget=15000",  # the report draws itself with JavaScript
 ]
 

@@ -24,8 +24,9 @@ from typing import Any
 import pandas as pd
 
 from fraud_detection.params import MonitorParams
+from fraud_detection.reference import SCORE_COLUMN
 from monitoring import history, report
-from monitoring.inputs import MonitorInputs, Reference, Window, read_inputs
+from monitoring.inputs import MonitorInputs, Window, read_inputs
 from monitoring.labels import join_labels
 
 EXIT_PASSED, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
@@ -33,6 +34,7 @@ EXIT_PASSED, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("monitoring")
 HISTORY_DB = "history.db"
 HISTORY_PLOT = "history.png"
+UI_PROJECT = "fraud-detector"
 
 
 @dataclass(frozen=True)
@@ -85,70 +87,80 @@ def judge(
 ) -> MonitorResult:
     """Run the reports on inputs already read, apply the gate, write the files."""
     now = now or datetime.now(UTC)
-    window, reference, frame = inputs.window, inputs.reference, inputs.frame
-    counts, labels = dict(inputs.counts), inputs.labels
-    schema = reference.info.feature_schema
-
-    clock = time.perf_counter()
-    drift_snapshot = report.run(
-        report.drift_report(schema, params),
-        report.dataset(frame, schema, labelled=False),
-        report.dataset(reference.table, schema, labelled=False),
-    )
-    verdict = report.drift_verdict(drift_snapshot, schema, params, len(reference.table))
-    log.info("drift report in %.1f s", time.perf_counter() - clock)
-
-    labelled = join_labels(frame, labels, schema.target)
-    if labels_as_of is not None:  # None: every label counts, as if all had arrived
-        arrived = labelled["available_at"] <= pd.Timestamp(labels_as_of)
-        labelled, pending = labelled[arrived], labelled[~arrived]
-    else:
-        pending = labelled[:0]
-    quality_snapshot, quality = None, None
-    if len(labelled) and labelled[schema.target].nunique() == 2:
-        clock = time.perf_counter()
-        quality_snapshot = report.run(
-            report.quality_report(reference.info.threshold),
-            report.dataset(labelled, schema, labelled=True),
-            report.dataset(reference.table, schema, labelled=True),
-        )
-        quality = report.quality(labelled, reference.table, schema)
-        log.info(
-            "quality report on %s labelled rows in %.1f s",
-            f"{len(labelled):,}",
-            time.perf_counter() - clock,
-        )
-    counts["labels_pending"] = len(pending)
-    counts["next_labels_at"] = pending["available_at"].min().isoformat() if len(pending) else None
-
+    drift_snapshot, verdict = _drift(inputs, params)
+    labelled = _labelled(inputs, labels_as_of)
+    quality_snapshot, quality = _quality(inputs, labelled.arrived)
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     paths = _report_paths(out_dir, stamp, with_quality=quality_snapshot is not None)
     summary = _summary(
-        window,
+        inputs,
         now=now,
-        counts=counts,
         verdict=verdict,
         quality=quality,
-        labelled_rows=len(labelled),
-        reference=reference,
+        labelled=labelled,
         paths=paths,
     )
     _write_reports(paths, drift_snapshot, quality_snapshot, summary)
     _prune(paths["html"].parent, params.keep_reports)
-    _record(
-        out_dir,
-        summary=summary,
-        verdict=verdict,
-        quality=quality,
-        labelled_rows=len(labelled),
-        params=params,
-    )
+    _record(out_dir, summary=summary, verdict=verdict, quality=quality, params=params)
     if workspace is not None:
         _add_to_workspace(workspace, drift_snapshot, quality_snapshot)
     exit_code = EXIT_PASSED if verdict.passed else EXIT_DRIFT
-    return MonitorResult(
-        exit_code, one_line(verdict, quality, paths["latest_html"], len(pending)), summary
+    line = one_line(verdict, quality, paths["latest_html"], len(labelled.pending))
+    return MonitorResult(exit_code, line, summary)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The window's rows with a label: arrived by the labels' time, and still to come."""
+
+    arrived: pd.DataFrame
+    pending: pd.DataFrame
+
+
+def _drift(inputs: MonitorInputs, params: MonitorParams) -> tuple[Any, report.DriftVerdict]:
+    clock = time.perf_counter()
+    schema = inputs.reference.info.feature_schema
+    snapshot = report.run(
+        report.drift_report(schema, params),
+        report.dataset(inputs.frame, schema, labelled=False),
+        report.dataset(inputs.reference.table, schema, labelled=False),
     )
+    verdict = report.drift_verdict(snapshot, schema, params, len(inputs.reference.table))
+    log.info("drift report in %.1f s", time.perf_counter() - clock)
+    return snapshot, verdict
+
+
+def _labelled(inputs: MonitorInputs, labels_as_of: datetime | None) -> Labelled:
+    schema = inputs.reference.info.feature_schema
+    joined = join_labels(inputs.frame, inputs.labels, schema.target)
+    if labels_as_of is None:  # every label counts, as if all had arrived
+        return Labelled(joined, joined[:0])
+    arrived = joined["available_at"] <= pd.Timestamp(labels_as_of)
+    return Labelled(joined[arrived], joined[~arrived])
+
+
+def _quality(
+    inputs: MonitorInputs, labelled: pd.DataFrame
+) -> tuple[Any | None, report.Quality | None]:
+    """The quality report, when the labelled rows hold both classes."""
+    reference = inputs.reference
+    schema = reference.info.feature_schema
+    if not len(labelled) or labelled[schema.target].nunique() < 2:
+        return None, None
+    clock = time.perf_counter()
+    snapshot = report.run(
+        report.quality_report(reference.info.threshold),
+        report.dataset(labelled, schema, labelled=True),
+        report.dataset(reference.table, schema, labelled=True),
+    )
+    quality = report.quality(labelled, reference.table, schema)
+    log.info(
+        "quality report on %s labelled rows in %.1f s",
+        f"{len(labelled):,}",
+        time.perf_counter() - clock,
+    )
+    return snapshot, quality
 
 
 def one_line(
@@ -198,32 +210,32 @@ def _report_paths(out_dir: Path, stamp: str, *, with_quality: bool) -> dict[str,
 
 
 def _summary(
-    window: Window,
+    inputs: MonitorInputs,
     *,
     now: datetime,
-    counts: dict[str, Any],
     verdict: report.DriftVerdict,
     quality: report.Quality | None,
-    labelled_rows: int,
-    reference: Reference,
+    labelled: Labelled,
     paths: dict[str, Path],
 ) -> dict[str, Any]:
+    window, counts, info = inputs.window, inputs.counts, inputs.reference.info
+    pending = labelled.pending["available_at"]
     return {
         "verdict": "no drift" if verdict.passed else "drift",
         "exit_code": EXIT_PASSED if verdict.passed else EXIT_DRIFT,
         "run_at": now.isoformat(),
         "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
         "rows": verdict.rows,
+        "rows_in_window": counts["rows_in_window"],
         "skipped": {
             k: v for k, v in counts.items() if k.endswith("_rows") and k != "rows_in_window"
         },
-        "rows_in_window": counts["rows_in_window"],
         "model_versions": counts["model_versions"],
         "reference": {
             "rows": verdict.reference_rows,
-            "period": [reference.info.period_start, reference.info.period_end],
-            "scored_by": reference.info.scored_by,
-            "schema_fingerprint": reference.info.feature_schema.fingerprint,
+            "period": [info.period_start, info.period_end],
+            "scored_by": info.scored_by,
+            "schema_fingerprint": info.feature_schema.fingerprint,
         },
         "drifted_features": verdict.drifted_features,
         "feature_drift": verdict.feature_drift,
@@ -231,11 +243,11 @@ def _summary(
         "score_drift": verdict.score_drift,
         "tests": [asdict(test) for test in verdict.tests],
         "labels": {
-            "labelled_rows": labelled_rows,
-            "pending_rows": counts["labels_pending"],
-            "next_labels_at": counts["next_labels_at"],
+            "labelled_rows": len(labelled.arrived),
+            "pending_rows": len(pending),
+            "next_labels_at": pending.min().isoformat() if len(pending) else None,
             "quality": asdict(quality) if quality is not None else None,
-            "test_period": reference.info.test_metrics,
+            "test_period": info.test_metrics,
         },
         "reports": {name: str(path) for name, path in paths.items()},
     }
@@ -295,7 +307,6 @@ def _record(
     summary: dict[str, Any],
     verdict: report.DriftVerdict,
     quality: report.Quality | None,
-    labelled_rows: int,
     params: MonitorParams,
 ) -> None:
     database = out_dir / HISTORY_DB
@@ -310,7 +321,7 @@ def _record(
             drifted_share=verdict.drifted_share,
             score_drift=verdict.score_drift,
             passed=verdict.passed,
-            labelled_rows=labelled_rows,
+            labelled_rows=summary["labels"]["labelled_rows"],
             average_precision=quality.average_precision if quality else None,
             precision=quality.precision if quality else None,
             recall=quality.recall if quality else None,
@@ -331,8 +342,32 @@ def _add_to_workspace(workspace: Path, *snapshots: Any) -> None:
     from evidently.ui.workspace import Workspace  # noqa: PLC0415
 
     space = Workspace.create(str(workspace))
-    projects = space.search_project("fraud-detector")
-    project = projects[0] if projects else space.create_project("fraud-detector")
+    projects = space.search_project(UI_PROJECT)
+    project = projects[0] if projects else _new_project(space)
     for snapshot in snapshots:
         if snapshot is not None:
             space.add_run(project.id, snapshot, include_data=False)
+
+
+def _new_project(space: Any) -> Any:
+    """The UI project, with a dashboard of the gate's numbers over the runs."""
+    from evidently.sdk.models import PanelMetric  # noqa: PLC0415
+    from evidently.sdk.panels import line_plot_panel  # noqa: PLC0415
+
+    project = space.create_project(UI_PROJECT, description="Drift of the served model")
+    panels = [
+        ("Drifted features", "DriftedColumnsCount", {"value_type": "count"}),
+        ("Score drift", "ValueDrift", {"column": SCORE_COLUMN}),
+        ("Rows judged", "RowCount", {}),
+        ("Precision at the threshold", "Precision", {}),
+        ("Recall at the threshold", "Recall", {}),
+    ]
+    for title, metric, labels in panels:
+        project.dashboard.add_panel(
+            line_plot_panel(
+                title=title,
+                values=[PanelMetric(legend=title, metric=metric, metric_labels=labels)],
+                size="half",
+            )
+        )
+    return project

@@ -89,6 +89,39 @@ def test_model_carries_the_feature_schema(tiny_project: Project) -> None:
     assert mlmodel["flavors"]["python_function"]["predict_fn"] == "predict_proba"
 
 
+def test_reference_is_the_training_week_scored_without_each_day(tiny_project: Project) -> None:
+    table = pd.read_parquet(tiny_project.path("data/reference/reference.parquet"))
+    info = json.loads(tiny_project.path("data/reference/reference.json").read_text())
+    train = pd.read_parquet(tiny_project.path("data/split/train.parquet"))
+    carried = json.loads(
+        tiny_project.path("models/model/extra_files/feature_schema.json").read_text()
+    )
+    assert info["feature_schema"] == carried
+    names = [feature["name"] for feature in carried["features"]]
+    assert list(table.columns) == ["TX_DATETIME", *names, "TX_FRAUD", "probability", "is_fraud"]
+    assert len(table) == len(train) == info["rows"]
+    assert table["TX_FRAUD"].sum() == info["positives"]
+    assert ((table["probability"] >= info["threshold"]) == table["is_fraud"].astype(bool)).all()
+    assert table["probability"].between(0, 1).all()
+
+
+def test_monitor_baseline_judges_a_replayed_week(tiny_project: Project) -> None:
+    metrics = json.loads(tiny_project.path("reports/monitoring/baseline.json").read_text())
+    assert set(metrics) >= {"passed", "rows", "drifted_features", "score_drift"}
+    assert metrics["rows"] >= 500  # monitor.min_rows: the replay reached the service
+    folder = tiny_project.path("reports/monitoring/baseline")
+    summary = json.loads((folder / "latest-summary.json").read_text())
+    assert summary["rows"] == metrics["rows"]
+    assert summary["skipped"] == {
+        "other_schema_rows": 0,
+        "unreadable_rows": 0,
+        "other_version_rows": 0,
+    }
+    assert summary["labels"]["labelled_rows"] == summary["rows"]  # every label, joined on id
+    assert (folder / "latest-drift.html").stat().st_size > 100_000
+    assert (folder / "history.db").is_file()
+
+
 def test_mlflow_has_a_parent_run_with_a_child_per_candidate(tiny_project: Project) -> None:
     mlflow.set_tracking_uri(tiny_project.tracking_uri)
     experiment = mlflow.get_experiment_by_name(TINY_OVERRIDES["train"]["experiment_name"])
@@ -111,7 +144,7 @@ def test_mlflow_has_a_parent_run_with_a_child_per_candidate(tiny_project: Projec
 def test_second_repro_does_nothing(tiny_project: Project) -> None:
     started = time.perf_counter()
     output = tiny_project.run("dvc", "repro").stdout
-    assert output.count("didn't change, skipping") == 5, output
+    assert output.count("didn't change, skipping") == 7, output
     assert time.perf_counter() - started < 30
 
 
