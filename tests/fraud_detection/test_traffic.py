@@ -38,16 +38,8 @@ SPLIT = SplitParams(train_start=dt.date(2018, 5, 6), train_days=2, delay_days=1,
 FIRST_DAY = 40
 REPLAY_DAYS = 2
 ALL_ROWS = 1_000_000  # more than the replayed days hold: no sampling
-RAW_COLUMNS = [
-    "TX_DATETIME",
-    "CUSTOMER_ID",
-    "TERMINAL_ID",
-    "TX_AMOUNT",
-    "TX_TIME_SECONDS",
-    "TX_TIME_DAYS",
-    "TX_FRAUD",
-    "TX_FRAUD_SCENARIO",
-]
+# The simulator's columns but its ids, which the replay renumbers.
+RAW_COLUMNS = [column for column in COLUMNS if column != "TRANSACTION_ID"]
 FEATURES = feature_schema(FeatureParams()).names
 
 

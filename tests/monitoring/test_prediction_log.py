@@ -13,7 +13,8 @@ import pytest
 
 from fraud_detection.schema import Feature, FeatureSchema
 from monitoring.prediction_log import MonitorInputError, read_predictions
-from serving.prediction_log import Entry, ModelStamp, PredictionLog
+from serving.prediction_log import Entry, PredictionLog
+from tests.monitoring.conftest import model_stamp as stamp
 
 SCHEMA = FeatureSchema(
     source="csv",
@@ -24,17 +25,6 @@ SCHEMA = FeatureSchema(
     ],
 )
 OTHER = FeatureSchema(source="csv", target="y", features=[Feature(name="amount", kind="numeric")])
-
-
-def stamp(schema: FeatureSchema, version: str = "3") -> ModelStamp:
-    return ModelStamp(
-        name="fraud-detector",
-        version=version,
-        schema_fingerprint=schema.fingerprint,
-        schema_json=schema.model_dump_json(),
-        feature_names=tuple(schema.names),
-        threshold=0.5,
-    )
 
 
 def write(path: Path, entries: list[Entry]) -> None:
