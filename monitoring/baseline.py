@@ -94,6 +94,7 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s baseline | %(message)s", datefmt="%H:%M:%S"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     params = load_params()
     # Batches: the transport does not change what is logged, and it is 50x faster.
     replay_params = params.replay.model_copy(

@@ -31,6 +31,7 @@ METRICS = Path("reports/evaluate/metrics.json")
 PLOTS_DIR = Path("reports/evaluate/plots")
 CURVES_DIR = Path("reports/evaluate/curves")
 IMPORTANCE = Path("reports/evaluate/feature_importance.csv")
+MODEL_CARD = Path("reports/evaluate/model_card.md")
 REFERENCE = Path("data/reference/reference.parquet")
 REFERENCE_INFO = REFERENCE.with_suffix(".json")
 

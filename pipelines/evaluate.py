@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.pipeline import Pipeline
 
-from fraud_detection import plots
+from fraud_detection import model_card, plots
 from fraud_detection.evaluation import (
     ThresholdChoice,
     choose_threshold,
@@ -40,12 +40,14 @@ from pipelines._common import (
     CURVES_DIR,
     IMPORTANCE,
     METRICS,
+    MODEL_CARD,
     MODEL_DIR,
     OUT_OF_FOLD,
     PARAMS,
     PLOTS_DIR,
     SCHEMA,
     SELECTION,
+    SPLIT_SUMMARY,
     TEST_SET,
     TRAIN_SET,
     run,
@@ -61,6 +63,8 @@ class Evaluation:
     importance: pd.DataFrame
     test_y: np.ndarray
     proba: np.ndarray
+    # Precision and recall per spending quartile (the model card's fairness figures).
+    segments: pd.DataFrame | None
 
 
 def evaluate(
@@ -107,7 +111,8 @@ def evaluate(
         "calibration.png": plots.calibration_figure(test_y, proba, f"Test calibration: {label}"),
         "feature_importance.png": plots.importance_figure(importance),
     }
-    return Evaluation(model, choice, metrics, figures, importance, test_y, proba)
+    segments = model_card.spending_segments(test, schema, proba, choice.value)
+    return Evaluation(model, choice, metrics, figures, importance, test_y, proba, segments)
 
 
 def write_reports(result: Evaluation) -> None:
@@ -134,6 +139,27 @@ def model_metadata(result: Evaluation, selection: Selection) -> dict[str, Any]:
         "cv_average_precision": selection.cv_average_precision,
         "test_metrics": {k: round(float(v), 6) for k, v in result.metrics.items()},
     }
+
+
+def card_facts(
+    result: Evaluation,
+    selection: Selection,
+    schema: FeatureSchema,
+    promotion: tracking.Promotion,
+) -> model_card.CardFacts:
+    return model_card.CardFacts(
+        name=promotion.name,
+        version=promotion.version,
+        alias=promotion.alias,
+        candidate=selection.label,
+        cv_average_precision=selection.cv_average_precision,
+        threshold=result.threshold.value,
+        threshold_rule=result.threshold.rule,
+        metrics=result.metrics,
+        split=read_json(SPLIT_SUMMARY, made_by="split"),
+        schema=schema,
+        segments=result.segments,
+    )
 
 
 def record_in_mlflow(
@@ -168,6 +194,8 @@ def record_in_mlflow(
         result.metrics["average_precision"],
         files_fingerprint(TRAIN_SET, TEST_SET),
     )
+    write_text(model_card.render(card_facts(result, selection, schema, promotion)), MODEL_CARD)
+    tracking.log_artifact(run_id, MODEL_CARD)
     tracking.log_batch(
         selection.parent_run_id,
         metrics=test_metrics,

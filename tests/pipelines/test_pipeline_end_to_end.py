@@ -89,6 +89,22 @@ def test_model_carries_the_feature_schema(tiny_project: Project) -> None:
     assert mlmodel["flavors"]["python_function"]["predict_fn"] == "predict_proba"
 
 
+def test_model_card_describes_the_registered_version_and_is_logged(
+    tiny_project: Project,
+) -> None:
+    card = tiny_project.path("reports/evaluate/model_card.md").read_text()
+    client = MlflowClient(tracking_uri=tiny_project.tracking_uri)
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    newest = max(versions, key=lambda version: int(version.version))
+    assert card.startswith(f"# Model card: {MODEL_NAME} v{newest.version}")
+    metrics = json.loads(tiny_project.path("reports/evaluate/metrics.json").read_text())
+    assert f"| test AP | {metrics['average_precision']:.3f} |" in card
+    assert "| Q4 (highest) |" in card  # the simulator's data has customers: groups shown
+    assert newest.run_id is not None
+    logged = [item.path for item in client.list_artifacts(newest.run_id)]
+    assert "model_card.md" in logged
+
+
 def test_reference_is_the_training_week_scored_without_each_day(tiny_project: Project) -> None:
     table = pd.read_parquet(tiny_project.path("data/reference/reference.parquet"))
     info = json.loads(tiny_project.path("data/reference/reference.json").read_text())
