@@ -10,28 +10,47 @@ figures under docs/images/walkthrough/. Edit the .in.md file, not the .md one.
 
 from __future__ import annotations
 
+import string
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
+from xgboost import XGBClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fraud_detection.gradient_descent import fit_logistic_regression  # noqa: E402
+from fraud_detection.io.files import load_params  # noqa: E402
+from fraud_detection.io.model_package import load_model_package  # noqa: E402
+from fraud_detection.modeling import Selection  # noqa: E402
+from fraud_detection.params import Params  # noqa: E402
 from fraud_detection.schema import FeatureSchema  # noqa: E402
 from fraud_detection.walkthrough import (  # noqa: E402
+    accuracy_paradox,
+    customer_segments,
+    cv_estimates,
+    depth_curve,
+    isolation_forest_ap,
     learning_rate_curves,
+    pca_projection,
     regularization_paths,
+    size_curve,
     standardized,
+    threshold_table,
 )
 
 TRAIN = REPO / "data" / "split" / "train.parquet"
+TEST = REPO / "data" / "split" / "test.parquet"
+MODEL = REPO / "models" / "model"
+SELECTION = REPO / "models" / "selection.json"
 SCHEMA = REPO / "data" / "features" / "schema.json"
 TEMPLATE = REPO / "docs" / "walkthrough.in.md"
 OUTPUT = REPO / "docs" / "walkthrough.md"
@@ -39,6 +58,7 @@ IMAGES = REPO / "docs" / "images" / "walkthrough"
 RATES = [0.01, 0.1, 1.0, 10.0, 100.0]
 STEPS = 300
 STRENGTHS = [float(c) for c in np.logspace(-4, 1, 11)]
+Split = tuple[np.ndarray, np.ndarray]
 
 
 def gradient_descent(features: np.ndarray, target: np.ndarray) -> dict[str, Any]:
@@ -54,11 +74,9 @@ def gradient_descent(features: np.ndarray, target: np.ndarray) -> dict[str, Any]
     axis.legend()
     figure.savefig(IMAGES / "gradient_descent.png", dpi=100)
 
-    started = time.perf_counter()
     ours = fit_logistic_regression(
         features, target, learning_rate=5.0, max_steps=50_000, tolerance=1e-7
     )
-    seconds = time.perf_counter() - started
     theirs = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(features, target)
     return {
         "gd_rows": len(target),
@@ -66,7 +84,6 @@ def gradient_descent(features: np.ndarray, target: np.ndarray) -> dict[str, Any]
         "gd_loss_start": curves.iloc[0, 0],
         "gd_rate_table": _rate_table(curves),
         "gd_converged_steps": len(ours.losses) - 1,
-        "gd_converged_seconds": seconds,
         "gd_max_coef_difference": float(np.abs(ours.coef - theirs.coef_[0]).max()),
         "gd_intercept_difference": abs(ours.intercept - float(theirs.intercept_[0])),
     }
@@ -124,22 +141,200 @@ def regularization(features: np.ndarray, target: np.ndarray, names: list[str]) -
     }
 
 
+def overfitting(train: Split, test: Split) -> dict[str, Any]:
+    depths: list[int | None] = [1, 2, 3, 4, 6, 8, 10, 14, 20, None]
+    curve = depth_curve(train, test, depths)
+    sizes = size_curve(
+        XGBClassifier(n_estimators=200, max_depth=6, learning_rate=0.1, n_jobs=2),
+        train,
+        test,
+        [0.1, 0.25, 0.5, 0.75, 1.0],
+    )
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    labels = [str(depth) for depth in curve["depth"]]
+    left.plot(labels, curve["train_ap"], marker="o", label="training week (seen)")
+    left.plot(labels, curve["test_ap"], marker="o", label="test week (unseen)")
+    best = int(np.argmax(curve["test_ap"].to_numpy()))
+    left.axvspan(best + 0.5, len(labels) - 0.5, color="red", alpha=0.08, label="overfit")
+    left.set_xlabel("decision tree max_depth")
+    left.set_ylabel("average precision")
+    left.set_title("Validation curve: model complexity")
+    left.legend()
+    right.plot(sizes["rows"], sizes["train_ap"], marker="o", label="training rows (seen)")
+    right.plot(sizes["rows"], sizes["test_ap"], marker="o", label="test week (unseen)")
+    right.set_xlabel("training rows (the latest of the week)")
+    right.set_title("Learning curve: XGBoost, 200 trees of depth 6")
+    right.legend()
+    figure.savefig(IMAGES / "overfitting.png", dpi=100)
+    unlimited = curve.iloc[-1]
+    return {
+        "depth_table": "\n".join(
+            f"| {row.depth} | {row.leaves:,} | {row.train_ap:.3f} | {row.test_ap:.3f} |"
+            for row in curve.itertuples()
+        ),
+        "best_depth": str(curve["depth"][best]),
+        "best_depth_test_ap": curve["test_ap"][best],
+        "unlimited_train_ap": unlimited["train_ap"],
+        "unlimited_test_ap": unlimited["test_ap"],
+        "size_first_rows": int(sizes["rows"].iloc[0]),
+        "size_first_test_ap": sizes["test_ap"].iloc[0],
+        "size_last_rows": int(sizes["rows"].iloc[-1]),
+        "size_last_test_ap": sizes["test_ap"].iloc[-1],
+        "size_train_ap_min": sizes["train_ap"].min(),
+    }
+
+
+def thresholds(test: Split, proba: np.ndarray, params: Params) -> dict[str, Any]:
+    chosen = load_model_package(MODEL).threshold
+    costs = params.evaluate.threshold
+    grid = sorted({0.1, 0.2, 0.3, round(chosen, 3), 0.6, 0.8})
+    table = threshold_table(
+        test[1], proba, grid, costs.cost_false_positive, costs.cost_false_negative
+    )
+    curve = threshold_table(
+        test[1], proba, [float(t) for t in np.linspace(0.02, 0.98, 49)], 1.0, 10.0
+    )
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    axis = figure.subplots()
+    for column in ("precision", "recall", "f1"):
+        axis.plot(curve["threshold"], curve[column], label=column)
+    axis.axvline(chosen, color="black", linestyle="--", linewidth=1, label="chosen threshold")
+    axis.set_xlabel("threshold on the fraud probability")
+    axis.set_title("The champion on the test week")
+    axis.legend()
+    figure.savefig(IMAGES / "thresholds.png", dpi=100)
+    return {
+        "chosen_threshold": chosen,
+        "fp_cost": costs.cost_false_positive,
+        "fn_cost": costs.cost_false_negative,
+        "threshold_table": "\n".join(
+            f"| {row.threshold:.3g}{_chosen(row.threshold, chosen)}"
+            f" | {row.precision:.3f} | {row.recall:.3f} | {row.f1:.3f} | {row.tp:,} | "
+            f"{row.fp:,} | {row.fn:,} | {row.cost:,.0f} |"
+            for row in table.itertuples()
+        ),
+    }
+
+
+def _chosen(threshold: Any, chosen: float) -> str:
+    return " (chosen)" if abs(threshold - round(chosen, 3)) < 1e-9 else ""
+
+
+def imbalance(train: Split, test: Split, proba: np.ndarray, threshold: float) -> dict[str, Any]:
+    dummy = DummyClassifier(strategy="prior").fit(*train).predict_proba(test[0])[:, 1]
+    paradox = accuracy_paradox(
+        test[1],
+        {"dummy: always the fraud share": dummy, "the champion": proba},
+        threshold,
+    )
+    return {
+        "fraud_share": float(test[1].mean()),
+        "paradox_table": "\n".join(
+            f"| {row.model} | {row.accuracy:.4f} | {row.average_precision:.3f} | "
+            f"{row.recall:.3f} | {row.flagged:,} |"
+            for row in paradox.itertuples()
+        ),
+        "isolation_forest_ap": isolation_forest_ap(train[0], test),
+        "champion_ap": float(paradox["average_precision"].iloc[1]),
+    }
+
+
+def cross_validation(
+    train_frame: pd.DataFrame, test_frame: pd.DataFrame, schema: FeatureSchema
+) -> dict[str, Any]:
+    selection = Selection.model_validate_json(SELECTION.read_text())
+    train = (train_frame[schema.names], train_frame[schema.target].to_numpy())
+    test = (test_frame[schema.names], test_frame[schema.target].to_numpy())
+    estimates = cv_estimates(selection.unfitted_pipeline(schema), train, test)
+    shuffled, ordered = estimates["shuffled"], estimates["time_ordered"]
+    return {
+        "cv_recipe": selection.label,
+        "cv_shuffled": f"{shuffled.mean():.3f} ± {shuffled.std():.3f}",
+        "cv_shuffled_folds": ", ".join(f"{v:.3f}" for v in shuffled),
+        "cv_ordered": f"{ordered.mean():.3f} ± {ordered.std():.3f}",
+        "cv_ordered_folds": ", ".join(f"{v:.3f}" for v in ordered),
+        "cv_test": estimates["test"],
+        "cv_shuffled_gap": shuffled.mean() - estimates["test"],
+        "cv_ordered_gap": ordered.mean() - estimates["test"],
+    }
+
+
+def unsupervised(
+    train_frame: pd.DataFrame, features: np.ndarray, target: np.ndarray
+) -> dict[str, Any]:
+    segments = customer_segments(train_frame, "CUSTOMER_ID", "TX_AMOUNT")
+    projected, explained = pca_projection(features)
+    rng = np.random.default_rng(0)
+    genuine = np.flatnonzero(target == 0)
+    shown = np.concatenate([rng.choice(genuine, 5000, replace=False), np.flatnonzero(target == 1)])
+    figure = Figure(figsize=(7, 5.5), layout="constrained")
+    axis = figure.subplots()
+    for value, label, color in ((0, "genuine (5,000 of them)", "0.6"), (1, "fraud", "red")):
+        rows = shown[target[shown] == value]
+        axis.scatter(projected[rows, 0], projected[rows, 1], s=6, c=color, label=label, alpha=0.6)
+    axis.set_xlabel(f"first component ({explained[0]:.0%} of the variance)")
+    axis.set_ylabel(f"second component ({explained[1]:.0%})")
+    axis.set_title("PCA of the 15 standardized features, training week")
+    axis.legend()
+    figure.savefig(IMAGES / "pca.png", dpi=100)
+    return {
+        "segments_table": "\n".join(
+            f"| {i + 1} | {row.customers:,} | {row.mean_amount:.1f} | "
+            f"{row.payments_per_day:.2f} | {row.fraud_share:.2%} |"
+            for i, row in enumerate(segments.itertuples())
+        ),
+        "pca_first": explained[0],
+        "pca_second": explained[1],
+    }
+
+
+class Numbers(string.Formatter):
+    """Template fields: an explicit spec ({share:.2%}) wins; otherwise four significant
+    digits for floats and thousands separators for ints."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if not format_spec and isinstance(value, bool | str):
+            return str(value)
+        if not format_spec and isinstance(value, int | np.integer):
+            return f"{value:,}"
+        if not format_spec and isinstance(value, float | np.floating):
+            return f"{value:.4g}"
+        return str(super().format_field(value, format_spec))
+
+
 def main() -> None:
-    if not TRAIN.is_file():
-        sys.exit(f"{TRAIN} does not exist: run `make train` first")
+    for needed in (TRAIN, TEST, MODEL, SELECTION):
+        if not needed.exists():
+            sys.exit(f"{needed} does not exist: run `make train` first")
     IMAGES.mkdir(parents=True, exist_ok=True)
     schema = FeatureSchema.model_validate_json(SCHEMA.read_text())
-    train = pd.read_parquet(TRAIN)
-    features = standardized(train[schema.names])
-    target = train[schema.target].to_numpy(np.float64)
-    numbers = gradient_descent(features, target) | regularization(features, target, schema.names)
-    shown = {
-        key: (f"{value:,}" if isinstance(value, int) else f"{value:.4g}")
-        if not isinstance(value, str)
-        else value
-        for key, value in numbers.items()
-    }
-    OUTPUT.write_text(TEMPLATE.read_text().format(**shown))
+    params = load_params(REPO / "params.yaml")
+    train_frame, test_frame = pd.read_parquet(TRAIN), pd.read_parquet(TEST)
+    features = standardized(train_frame[schema.names])
+    target = train_frame[schema.target].to_numpy(np.float64)
+    train = (train_frame[schema.names].to_numpy(np.float64), target)
+    test = (
+        test_frame[schema.names].to_numpy(np.float64),
+        test_frame[schema.target].to_numpy(np.float64),
+    )
+    champion = load_model_package(MODEL)
+    proba = champion.pipeline.predict_proba(test_frame[schema.names])[:, 1]
+    numbers: dict[str, Any] = {}
+    sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("gradient descent", lambda: gradient_descent(features, target)),
+        ("regularization", lambda: regularization(features, target, schema.names)),
+        ("overfitting", lambda: overfitting(train, test)),
+        ("thresholds", lambda: thresholds(test, proba, params)),
+        ("imbalance", lambda: imbalance(train, test, proba, champion.threshold)),
+        ("cross-validation", lambda: cross_validation(train_frame, test_frame, schema)),
+        ("unsupervised", lambda: unsupervised(train_frame, features, target)),
+    ]
+    for name, section in sections:
+        started = time.perf_counter()
+        numbers |= section()
+        print(f"{name}: {time.perf_counter() - started:.1f} s", flush=True)
+    OUTPUT.write_text(Numbers().format(TEMPLATE.read_text(), **numbers))
     print(f"wrote {OUTPUT.relative_to(REPO)} and {len(list(IMAGES.glob('*.png')))} figures")
 
 
