@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss
 from xgboost import XGBClassifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +36,7 @@ from fraud_detection.params import Params  # noqa: E402
 from fraud_detection.schema import FeatureSchema  # noqa: E402
 from fraud_detection.walkthrough import (  # noqa: E402
     accuracy_paradox,
+    calibration_table,
     customer_segments,
     cv_estimates,
     depth_curve,
@@ -221,6 +223,18 @@ def _chosen(threshold: Any, chosen: float) -> str:
     return " (chosen)" if abs(threshold - round(chosen, 3)) < 1e-9 else ""
 
 
+def calibration(test: Split, proba: np.ndarray) -> dict[str, Any]:
+    table = calibration_table(test[1], proba, [0.0, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+    return {
+        "calibration_table": "\n".join(
+            f"| {band} | {row.payments:,} | {row.mean_predicted:.3f} | {row.observed:.3f} |"
+            for band, row in zip(table.index, table.itertuples(), strict=True)
+        ),
+        "brier": float(brier_score_loss(test[1], proba)),
+        "brier_constant": float(brier_score_loss(test[1], np.full(len(proba), test[1].mean()))),
+    }
+
+
 def imbalance(train: Split, test: Split, proba: np.ndarray, threshold: float) -> dict[str, Any]:
     dummy = DummyClassifier(strategy="prior").fit(*train).predict_proba(test[0])[:, 1]
     paradox = accuracy_paradox(
@@ -326,6 +340,7 @@ def main() -> None:
         ("regularization", lambda: regularization(features, target, schema.names)),
         ("overfitting", lambda: overfitting(train, test)),
         ("thresholds", lambda: thresholds(test, proba, params)),
+        ("calibration", lambda: calibration(test, proba)),
         ("imbalance", lambda: imbalance(train, test, proba, champion.threshold)),
         ("cross-validation", lambda: cross_validation(train_frame, test_frame, schema)),
         ("unsupervised", lambda: unsupervised(train_frame, features, target)),

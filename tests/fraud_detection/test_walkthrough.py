@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from fraud_detection.gradient_descent import sigmoid
 from fraud_detection.walkthrough import (
     accuracy_paradox,
+    calibration_table,
     customer_segments,
     cv_estimates,
     depth_curve,
@@ -146,3 +147,13 @@ def test_pca_projection_has_two_components_ordered_by_variance() -> None:
     projected, explained = pca_projection(standardized(pd.DataFrame(features)))
     assert projected.shape == (len(features), 2)
     assert explained[0] >= explained[1] > 0
+
+
+def test_calibration_table_compares_predicted_and_observed_per_band() -> None:
+    target = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    proba = np.array([0.0, 0.05, 0.2, 0.4, 0.9, 1.0])
+    table = calibration_table(target, proba, [0.0, 0.1, 0.5, 1.0])
+    assert table.index.tolist() == ["0 to 0.1", "0.1 to 0.5", "0.5 to 1"]
+    assert table["payments"].tolist() == [2, 2, 2]  # 1.0 falls in the last band
+    assert table["mean_predicted"].tolist() == pytest.approx([0.025, 0.3, 0.95])
+    assert table["observed"].tolist() == pytest.approx([0.0, 0.5, 0.5])
