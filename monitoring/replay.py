@@ -283,7 +283,8 @@ def replay(all_params: Params, params: ReplayParams, *, show_progress: bool) -> 
         dict(zip(schema.names, values, strict=True))
         for values in traffic[schema.names].itertuples(index=False, name=None)
     ]
-    run_id = f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}-s{params.seed}"
+    began = datetime.now(UTC)
+    run_id = f"replay-{began:%Y%m%dT%H%M%S}-s{params.seed}"
     started = time.perf_counter()
     outcome = asyncio.run(_run(rows, params, run_id, show_progress))
     elapsed = time.perf_counter() - started
@@ -298,6 +299,9 @@ def replay(all_params: Params, params: ReplayParams, *, show_progress: bool) -> 
         + f"; {len(labels):,} labels appended to {params.labels_path}, known from "
         f"{datetime.now(UTC) + delay:%Y-%m-%d %H:%M} UTC (--labels-as-of all to use them now)"
     )
+    # Seconds, rounded down: the window then starts just before the replay's first row.
+    since = began.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f'to judge this replay alone: make monitor MONITOR_ARGS="--start {since}"')
     if outcome.aborted:
         raise ReplayError(f"stopped early: {outcome.aborted}")
     return EXIT_SOME_FAILED if failed else EXIT_OK
