@@ -16,10 +16,9 @@ from pathlib import Path
 
 from fraud_detection.errors import USER_ERRORS
 from fraud_detection.io.files import load_params
-from monitoring.inputs import Window, read_inputs
+from monitoring.inputs import EXIT_ERROR, Window, read_inputs
 from monitoring.prediction_log import MonitorInputError
 
-EXIT_ERROR = 2
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (MonitorInputError, *USER_ERRORS)
 
 log = logging.getLogger("monitoring")

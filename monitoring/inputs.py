@@ -20,6 +20,9 @@ from fraud_detection.reference import DECISION_COLUMN, SCORE_COLUMN, ReferenceIn
 from monitoring.labels import no_labels, read_labels
 from monitoring.prediction_log import LoggedPredictions, MonitorInputError, read_predictions
 
+# The monitor's exit codes, here so that the CLI can use them without loading Evidently.
+EXIT_PASSED, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+
 
 @dataclass(frozen=True)
 class Window:

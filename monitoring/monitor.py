@@ -26,10 +26,8 @@ import pandas as pd
 from fraud_detection.params import MonitorParams
 from fraud_detection.reference import SCORE_COLUMN
 from monitoring import history, report
-from monitoring.inputs import MonitorInputs, Window, read_inputs
+from monitoring.inputs import EXIT_DRIFT, EXIT_PASSED, MonitorInputs, Window, read_inputs
 from monitoring.labels import join_labels
-
-EXIT_PASSED, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 
 log = logging.getLogger("monitoring")
 HISTORY_DB = "history.db"
@@ -105,7 +103,7 @@ def judge(
     _record(out_dir, summary=summary, verdict=verdict, quality=quality, params=params)
     if workspace is not None:
         _add_to_workspace(workspace, drift_snapshot, quality_snapshot)
-    exit_code = EXIT_PASSED if verdict.passed else EXIT_DRIFT
+    exit_code = _exit_code(verdict)
     line = one_line(verdict, quality, paths["latest_html"], len(labelled.pending))
     return MonitorResult(exit_code, line, summary)
 
@@ -193,6 +191,10 @@ def one_line(
     )
 
 
+def _exit_code(verdict: report.DriftVerdict) -> int:
+    return EXIT_PASSED if verdict.passed else EXIT_DRIFT
+
+
 def _report_paths(out_dir: Path, stamp: str, *, with_quality: bool) -> dict[str, Path]:
     past = out_dir / "history"
     paths = {
@@ -222,7 +224,7 @@ def _summary(
     pending = labelled.pending["available_at"]
     return {
         "verdict": "no drift" if verdict.passed else "drift",
-        "exit_code": EXIT_PASSED if verdict.passed else EXIT_DRIFT,
+        "exit_code": _exit_code(verdict),
         "run_at": now.isoformat(),
         "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
         "rows": verdict.rows,

@@ -180,7 +180,8 @@ def drift_verdict(
     """Read the numbers and the gate's test results back from a drift report."""
     rows, share, score_drift = 0, 0.0, math.nan
     feature_drift: dict[str, float] = {}
-    for result in snapshot.dict()["metrics"]:
+    content = snapshot.dict()  # builds the whole snapshot's dict: once
+    for result in content["metrics"]:
         config, value = result["config"], result["value"]
         kind = config["type"].rsplit(":", 1)[-1]
         if kind == "RowCount":
@@ -201,7 +202,7 @@ def drift_verdict(
             passed=str(test["status"]).endswith("SUCCESS"),
             description=str(test["description"]),
         )
-        for test in snapshot.dict()["tests"]
+        for test in content["tests"]
     ]
     return DriftVerdict(
         rows=rows,
