@@ -67,6 +67,17 @@ RUN uv sync --frozen --no-dev --extra serve --no-editable --compile-bytecode --i
 # Runtime: the base image, the venv and the model; no uv, no pip cache, no sources.
 FROM ${BASE_IMAGE}
 
+# libgomp1: LightGBM's library links the system OpenMP runtime (scikit-learn and XGBoost
+# bundle their own) and the slim image has none: without it a LightGBM champion fails to
+# load. Not pinned: Debian drops superseded versions from its mirror on each point
+# release, so a pin would break the build; the base image tag fixes the release. `clean`
+# and the lists: apt's caches are 80 MB, the library 0.3 MB.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
+
 # A fixed, non-root uid: volumes and Kubernetes' runAsUser can rely on it.
 # -l (--no-log-init): a large uid would otherwise grow /var/log/lastlog to gigabytes.
 ARG APP_UID=10001

@@ -19,6 +19,7 @@ import numpy as np
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline as ImbPipeline
 from imblearn.under_sampling import RandomUnderSampler
+from lightgbm import LGBMClassifier
 from pydantic import BaseModel, ConfigDict
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
@@ -26,6 +27,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
@@ -42,8 +44,9 @@ from fraud_detection.params import (
 )
 from fraud_detection.schema import FeatureSchema
 
-# Estimators that take class_weight; XGBoost gets scale_pos_weight instead.
-_CLASS_WEIGHT_KINDS = {"logistic_regression", "decision_tree", "random_forest"}
+# Estimators that take class_weight; XGBoost gets scale_pos_weight instead. scikit-learn's
+# MLP has no class weights: resample instead.
+_CLASS_WEIGHT_KINDS = {"logistic_regression", "decision_tree", "random_forest", "lightgbm"}
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,16 @@ def classifier(
     elif candidate.kind == "random_forest":
         # One thread per fit: folds and candidates already run in parallel.
         estimator = RandomForestClassifier(random_state=seed, n_jobs=1)
-    else:
+    elif candidate.kind == "xgboost":
         estimator = XGBClassifier(
             random_state=seed, n_jobs=1, tree_method="hist", eval_metric="aucpr"
         )
+    elif candidate.kind == "lightgbm":
+        # verbose=-1: LightGBM otherwise prints a line per fit and warns about every split
+        # it cannot make on a small fold.
+        estimator = LGBMClassifier(random_state=seed, n_jobs=1, verbose=-1)
+    else:
+        estimator = MLPClassifier(random_state=seed)
     if weighted and candidate.kind == "xgboost":
         # Weight positives by the negative/positive ratio, XGBoost's class-weight knob.
         fixed.setdefault("scale_pos_weight", (1 - positive_share) / positive_share)
@@ -210,7 +219,9 @@ def refit_for_serving(pipeline: ImbPipeline, X: Any, y: Any) -> Pipeline:
     """
     # Only estimators whose fit really uses threads: LogisticRegression also takes n_jobs,
     # but it is deprecated there (FutureWarning in scikit-learn 1.9, an error in 1.10).
-    threaded = isinstance(pipeline.named_steps["model"], RandomForestClassifier | XGBClassifier)
+    threaded = isinstance(
+        pipeline.named_steps["model"], RandomForestClassifier | XGBClassifier | LGBMClassifier
+    )
     if threaded:
         pipeline.set_params(model__n_jobs=-1)
     pipeline.fit(X, y)

@@ -126,7 +126,9 @@ class SplitParams(Section):
 
 # -------------------------------------------------------------------------- train
 
-ModelKind = Literal["dummy", "logistic_regression", "decision_tree", "random_forest", "xgboost"]
+ModelKind = Literal[
+    "dummy", "logistic_regression", "decision_tree", "random_forest", "xgboost", "lightgbm", "mlp"
+]
 Strategy = Literal["none", "class_weight", "undersample", "smote"]
 
 

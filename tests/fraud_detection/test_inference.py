@@ -40,6 +40,8 @@ KINDS: dict[str, tuple[ModelKind, dict[str, Any]]] = {
     "decision_tree": ("decision_tree", {"min_samples_leaf": 3}),
     "random_forest": ("random_forest", {"n_estimators": 15, "max_depth": 8}),
     "xgboost": ("xgboost", {"n_estimators": 25, "max_depth": 3}),
+    "lightgbm": ("lightgbm", {"n_estimators": 25, "num_leaves": 7, "min_child_samples": 5}),
+    "mlp": ("mlp", {"hidden_layer_sizes": (8, 4), "max_iter": 500}),
 }
 
 

@@ -12,8 +12,10 @@ import pytest
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline as ImbPipeline
 from imblearn.under_sampling import RandomUnderSampler
+from lightgbm import LGBMClassifier
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier
 from xgboost import XGBClassifier
@@ -122,12 +124,27 @@ def test_class_weight_on_dummy_is_an_error():
         candidates(params)
 
 
+def test_class_weight_on_mlp_is_an_error():
+    params = train_params({"net": {"kind": "mlp", "strategies": ["class_weight"]}})
+    with pytest.raises(CandidateError, match=r"'mlp' has no class weights"):
+        candidates(params)
+
+
+def test_class_weight_strategy_for_lightgbm_balances_the_classes():
+    spec = ModelSpec(kind="lightgbm", strategies=["class_weight"])
+    weighted = classifier(
+        Candidate("m", "lightgbm", "class_weight"), spec, seed=0, positive_share=0.2
+    )
+    assert weighted.get_params()["class_weight"] == "balanced"
+
+
 def test_repo_models_expand():
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml").train
     found = candidates(params)
-    # dummy 1 + two logregs 2x4 each + tree 3x4 + forest 1x4 + xgboost 2x4.
-    assert len(found) == 1 + 8 + 8 + 12 + 4 + 8
-    assert len({c.family for c in found}) == 1 + 4 * 5
+    # dummy 1 + two logregs 2x4 each + tree 3x4 + forest 1x4 + xgboost 2x4 + lightgbm 1x4
+    # + mlp 1x3 (no class weights).
+    assert len(found) == 1 + 8 + 8 + 12 + 4 + 8 + 4 + 3
+    assert len({c.family for c in found}) == 1 + 4 * 6 + 3
 
 
 # ----------------------------------------------------------------- classifiers
@@ -140,6 +157,8 @@ def test_repo_models_expand():
         ("logistic_regression", LogisticRegression),
         ("decision_tree", DecisionTreeClassifier),
         ("xgboost", XGBClassifier),
+        ("lightgbm", LGBMClassifier),
+        ("mlp", MLPClassifier),
     ],
 )
 def test_classifier_kinds(kind, expected):
@@ -313,7 +332,7 @@ def test_inference_pipeline_drops_the_sampler_and_predicts_the_same():
     np.testing.assert_allclose(shipped.predict_proba(X), fitted.predict_proba(X))
 
 
-@pytest.mark.parametrize("kind", ["random_forest", "xgboost", "dummy"])
+@pytest.mark.parametrize("kind", ["random_forest", "xgboost", "lightgbm", "mlp", "dummy"])
 def test_refit_for_serving_ships_a_single_threaded_model(kind):
     X, y = synthetic()
     params = train_params({"m": {"kind": kind, "strategies": ["smote"]}})

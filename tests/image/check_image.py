@@ -45,8 +45,9 @@ RESULTS = ROOT / "benchmarks/results/image.json"
 BATCH_ROWS = 100
 # Packages the serving image must not contain (training, monitoring, dev tools).
 ABSENT = ("mlflow", "dvc", "evidently", "pytest", "imblearn", "matplotlib")
-# ... and the ones it must: the model's stack, xgboost included (any champion may be one).
-PRESENT = ("fraud_detection", "serving", "sklearn", "xgboost", "treelite", "uvicorn")
+# ... and the ones it must: the model's stack, the boosters included (any champion may be
+# one; LightGBM also needs the system's OpenMP library, which the slim base lacks).
+PRESENT = ("fraud_detection", "serving", "sklearn", "xgboost", "lightgbm", "treelite", "uvicorn")
 # Podman without systemd logs this on every run/stop of an image with a HEALTHCHECK;
 # the check still works when run by hand (podman healthcheck run).
 NOISE = re.compile(r"unable to get systemd connection|healthcheck.*systemd")
@@ -369,12 +370,14 @@ for name in absent + present:
     try:
         importlib.import_module(name)
         found[name] = True
-    except ModuleNotFoundError:
+    except (ModuleNotFoundError, OSError):  # OSError: a shared library it links is missing
         found[name] = False
-import numpy as np, xgboost
+import numpy as np, xgboost, lightgbm
 X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
 p = xgboost.XGBClassifier(n_estimators=3, n_jobs=1).fit(X, y).predict_proba(X)
-print(json.dumps({"found": found, "xgboost": xgboost.__version__, "xgb_rows": len(p)}))
+q = lightgbm.LGBMClassifier(n_estimators=3, min_child_samples=2, verbose=-1).fit(X, y)
+print(json.dumps({"found": found, "xgboost": xgboost.__version__, "xgb_rows": len(p),
+                  "lgbm_rows": len(q.predict_proba(X))}))
 """
 
 
@@ -396,8 +399,10 @@ def _check_packages(engine: Engine, name: str) -> None:
     _expect(not unwanted, "packages", f"the image holds {', '.join(unwanted)}")
     _expect(not missing, "packages", f"the image lacks {', '.join(missing)}")
     _expect(probe["xgb_rows"] == 40, "packages", f"xgboost did not predict: {probe}")
+    _expect(probe["lgbm_rows"] == 40, "packages", f"lightgbm did not predict: {probe}")
     print(
-        f"packages ok: no {', '.join(ABSENT)}; xgboost {probe['xgboost']} trains and predicts",
+        f"packages ok: no {', '.join(ABSENT)}; xgboost {probe['xgboost']} and lightgbm train "
+        "and predict",
         flush=True,
     )
 

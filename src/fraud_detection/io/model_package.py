@@ -25,7 +25,12 @@ from fraud_detection.schema import FeatureSchema
 # this pipeline and read back by its own service. Keep the list next to the estimators
 # it covers (modeling.classifier) and extend both together.
 SKOPS_TRUSTED_TYPES = [
+    "collections.OrderedDict",  # LightGBM's fitted parameters
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
     "numpy.dtype",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",  # the MLP's solver state
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "sklearn.tree._tree.Tree",  # decision trees and random forests
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBClassifier",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from fraud_detection.io.model_package import (
     write_registry_info,
 )
 from fraud_detection.modeling import preprocessor
+from fraud_detection.params import ModelKind
 from fraud_detection.schema import FeatureSchema
 from tests.model_helpers import (
     METADATA,
@@ -99,17 +101,20 @@ def test_an_example_with_other_columns_is_ignored(folder):
     assert load_model_package(folder).example is None
 
 
-@pytest.mark.parametrize(
-    ("kind", "params"),
-    [
-        ("dummy", {}),
-        ("decision_tree", {"max_depth": 4}),
-        ("random_forest", {"n_estimators": 5, "max_depth": 4}),
-        ("xgboost", {"n_estimators": 5, "max_depth": 2}),
-    ],
-)
-def test_every_model_kind_the_project_trains_is_trusted(kind, params, saved, tmp_path):
+# Small settings per kind, to keep the fits quick; every kind of ModelKind is covered.
+_SMALL: dict[str, dict[str, Any]] = {
+    "decision_tree": {"max_depth": 4},
+    "random_forest": {"n_estimators": 5, "max_depth": 4},
+    "xgboost": {"n_estimators": 5, "max_depth": 2},
+    "lightgbm": {"n_estimators": 5, "num_leaves": 4},
+    "mlp": {"hidden_layer_sizes": (4,), "max_iter": 300},
+}
+
+
+@pytest.mark.parametrize("kind", get_args(ModelKind))
+def test_every_model_kind_the_project_trains_is_trusted(kind, saved, tmp_path):
     """SKOPS_TRUSTED_TYPES covers each estimator modeling.classifier can build."""
+    params = _SMALL.get(kind, {})
     X, y = mixed_data()
     schema = saved[1]
     pipeline = fitted_pipeline(X, y, schema, kind, **params)
