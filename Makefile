@@ -36,7 +36,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 .PHONY: help install train repro test test-fast lint format typecheck mlflow-ui bench \
 	push pull plots clean serve export-model docker-build docker-run test-image bench-serving \
-	replay monitor monitor-ui bench-monitoring docs
+	replay monitor monitor-ui bench-monitoring docs notebook
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -131,9 +131,14 @@ monitor-ui: $(INSTALLED) ## Add a monitor run to an Evidently UI workspace and s
 bench-monitoring: $(INSTALLED) ## Time the monitor on 100,000 rows; gate pass/fail over seeded replays
 	python benchmarks/monitoring.py
 
-docs: $(INSTALLED) ## Regenerate docs/walkthrough.md, its figures and numbers, from the pipeline's data
+docs: $(INSTALLED) ## Regenerate docs/walkthrough.md (figures, numbers) and the notebook from the pipeline's data
 	@test -f data/split/train.parquet || $(MAKE) --no-print-directory train
 	python docs/build_walkthrough.py
+	python notebooks/run.py notebooks/explore.ipynb --in-place
+
+notebook: $(INSTALLED) ## Execute notebooks/explore.ipynb on the pipeline's outputs and save them in it
+	@test -f data/split/train.parquet || $(MAKE) --no-print-directory train
+	python notebooks/run.py notebooks/explore.ipynb --in-place
 
 push: $(INSTALLED) ## Send data and models to the DVC remote (default: ./dvc-storage)
 	dvc push
