@@ -11,6 +11,8 @@ VENV := .venv
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 INSTALLED := $(VENV)/.installed
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
 MLFLOW_PORT ?= 5000
 # The serving image. DOCKER may be any engine with docker's build/run syntax, e.g.
 # DOCKER=../shared/container/container.sh (podman) where no Docker engine runs.
@@ -36,7 +38,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 .PHONY: help install train repro test test-fast lint format typecheck mlflow-ui bench \
 	push pull plots clean serve export-model docker-build docker-run test-image bench-serving \
-	replay monitor monitor-ui bench-monitoring docs notebook
+	replay monitor monitor-ui bench-monitoring docs handbook notebook
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -128,8 +130,23 @@ monitor-ui: $(INSTALLED) ## Add a monitor run to an Evidently UI workspace and s
 	DO_NOT_TRACK=1 evidently ui --workspace reports/monitoring/workspace \
 		--host 127.0.0.1 --port $(MONITOR_UI_PORT)
 
+handbook: $(INSTALLED) ## The handbook table over 10 simulator seeds, with its spread (about 4 min)
+	@test -f models/selection.json || $(MAKE) --no-print-directory train
+	python benchmarks/handbook.py
+
 bench-monitoring: $(INSTALLED) ## Time the monitor on 100,000 rows; gate pass/fail over seeded replays
 	python benchmarks/monitoring.py
+
+# Airflow gets its own environment and lock (orchestration/airflow): it pins SQLAlchemy, pydantic
+# and others in ranges the project's stack does not share. The DAGs only run shell commands.
+$(AIRFLOW_INSTALLED): orchestration/airflow/uv.lock orchestration/airflow/pyproject.toml | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(AIRFLOW_VENV) $(UV) sync --frozen \
+		--project orchestration/airflow --compile-bytecode --python $(PYTHON)
+	@touch $@
+
+.PHONY: airflow-check
+airflow-check: $(AIRFLOW_INSTALLED) ## Load the Airflow DAGs with real Airflow, check them, run them on a stand-in
+	$(AIRFLOW_VENV)/bin/python orchestration/airflow/check_dags.py
 
 docs: $(INSTALLED) ## Regenerate docs/walkthrough.md (figures, numbers) and the notebook from the pipeline's data
 	@test -f data/split/train.parquet || $(MAKE) --no-print-directory train

@@ -31,11 +31,18 @@ sys.path.insert(0, str(REPO))
 from fraud_detection.gradient_descent import fit_logistic_regression  # noqa: E402
 from fraud_detection.io.files import load_params  # noqa: E402
 from fraud_detection.io.model_package import load_model_package  # noqa: E402
-from fraud_detection.modeling import Selection  # noqa: E402
+from fraud_detection.modeling import (  # noqa: E402
+    Candidate,
+    Selection,
+    build_pipeline,
+    candidates,
+)
 from fraud_detection.params import Params  # noqa: E402
 from fraud_detection.schema import FeatureSchema  # noqa: E402
 from fraud_detection.walkthrough import (  # noqa: E402
     accuracy_paradox,
+    ap_by_period,
+    best_of_each_model,
     calibration_table,
     customer_segments,
     cv_estimates,
@@ -54,6 +61,7 @@ TEST = REPO / "data" / "split" / "test.parquet"
 MODEL = REPO / "models" / "model"
 SELECTION = REPO / "models" / "selection.json"
 SCHEMA = REPO / "data" / "features" / "schema.json"
+LEADERBOARD = REPO / "reports" / "train" / "leaderboard.csv"
 TEMPLATE = REPO / "docs" / "walkthrough.in.md"
 OUTPUT = REPO / "docs" / "walkthrough.md"
 IMAGES = REPO / "docs" / "images" / "walkthrough"
@@ -274,6 +282,98 @@ def cross_validation(
     }
 
 
+# One line per model kind for the algorithm tour: what it does, in our words.
+ALGORITHMS = {
+    "dummy": "predicts the fraud share for every payment: the floor any model must beat",
+    "logistic_regression": "a weighted sum of the standardized features through a sigmoid; "
+    "a straight boundary, coefficients you can read, L1 or L2 penalty",
+    "decision_tree": "if-then splits on one feature at a time; readable when shallow, "
+    "memorizes when deep (high variance)",
+    "random_forest": "many deep trees on bootstrap samples and random feature subsets, "
+    "averaged: bagging cuts the variance of one deep tree",
+    "xgboost": "shallow trees added one after another, each fitting what the previous ones "
+    "got wrong: boosting cuts the bias; regularized, second-order gradients",
+    "lightgbm": "boosting as well, with features binned into histograms and trees grown "
+    "leaf by leaf: faster on large tables",
+    "mlp": "a small neural network: two hidden layers of 32 and 16 ReLU units, trained by "
+    "Adam (a stochastic gradient descent), early stopping on a validation slice",
+}
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    # The leaderboard's "settings" column (fraud_detection.validation).
+    return ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) or "defaults"
+
+
+def algorithms(
+    train_frame: pd.DataFrame, test_frame: pd.DataFrame, schema: FeatureSchema, params: Params
+) -> dict[str, Any]:
+    board = pd.read_csv(LEADERBOARD, keep_default_na=False)
+    best = best_of_each_model(board)
+    found: dict[tuple[str, Any, str], Candidate] = {
+        (c.model, c.strategy, _settings_text(c.settings)): c for c in candidates(params.train)
+    }
+    share = float(train_frame[schema.target].mean())
+    estimators: dict[str, Any] = {}
+    for model, strategy, settings in best[["model", "strategy", "settings"]].itertuples(
+        index=False
+    ):
+        candidate = found[(str(model), strategy, str(settings))]
+        estimators[str(model)] = build_pipeline(
+            candidate, params.train, schema, positive_share=share
+        )
+    train = (train_frame[schema.names], train_frame[schema.target].to_numpy(np.float64))
+    test = (test_frame[schema.names], test_frame[schema.target].to_numpy(np.float64))
+    scores = ap_by_period(estimators, train, test)
+    lines = []
+    for row in best.itertuples():
+        kind = params.train.models[str(row.model)].kind
+        score = scores[str(row.model)]
+        lines.append(
+            f"| {row.model} | {row.strategy} | {row.settings} | "
+            f"{row.average_precision_mean:.3f} ± {row.average_precision_std:.3f} | "
+            f"{score['train_ap']:.3f} | {score['test_ap']:.3f} | {row.fit_seconds_mean:.1f} | "
+            f"{ALGORITHMS[kind]} |"
+        )
+    no_resampling = board[board["strategy"] == "none"].iloc[0]
+    return {
+        "algorithms_table": "\n".join(lines),
+        "n_candidates": len(candidates(params.train)),
+        "n_models": len(params.train.models),
+        "n_families": len(board),
+        "best_recipe": f"{best.iloc[0]['model']}/{best.iloc[0]['strategy']}",
+        "best_recipe_ap": float(best.iloc[0]["average_precision_mean"]),
+        "best_plain": f"{no_resampling['model']}/none",
+        "best_plain_ap": float(no_resampling["average_precision_mean"]),
+    }
+
+
+def rule_baseline(
+    test_frame: pd.DataFrame,
+    schema: FeatureSchema,
+    params: Params,
+    proba: np.ndarray,
+    threshold: float,
+) -> dict[str, Any]:
+    """The hand-written rule a team might start with (flag every large amount), beside
+    the champion at its threshold."""
+    limit = params.data.simulator.scenarios.large_amount.threshold
+    fraud = test_frame[schema.target].to_numpy() == 1
+    found: dict[str, Any] = {
+        "rule_limit": limit,
+        "label_delay_days": params.features.label_delay_days,
+    }
+    for name, flagged in (
+        ("rule", test_frame["TX_AMOUNT"].to_numpy() > limit),
+        ("champion", proba >= threshold),
+    ):
+        caught = int((flagged & fraud).sum())
+        found[f"{name}_flagged"] = int(flagged.sum())
+        found[f"{name}_recall"] = caught / max(int(fraud.sum()), 1)
+        found[f"{name}_precision"] = caught / max(int(flagged.sum()), 1)
+    return found
+
+
 def unsupervised(
     train_frame: pd.DataFrame, features: np.ndarray, target: np.ndarray
 ) -> dict[str, Any]:
@@ -318,7 +418,7 @@ class Numbers(string.Formatter):
 
 
 def main() -> None:
-    for needed in (TRAIN, TEST, MODEL, SELECTION):
+    for needed in (TRAIN, TEST, MODEL, SELECTION, LEADERBOARD):
         if not needed.exists():
             sys.exit(f"{needed} does not exist: run `make train` first")
     IMAGES.mkdir(parents=True, exist_ok=True)
@@ -344,6 +444,11 @@ def main() -> None:
         ("imbalance", lambda: imbalance(train, test, proba, champion.threshold)),
         ("cross-validation", lambda: cross_validation(train_frame, test_frame, schema)),
         ("unsupervised", lambda: unsupervised(train_frame, features, target)),
+        ("algorithms", lambda: algorithms(train_frame, test_frame, schema, params)),
+        (
+            "rule baseline",
+            lambda: rule_baseline(test_frame, schema, params, proba, champion.threshold),
+        ),
     ]
     for name, section in sections:
         started = time.perf_counter()

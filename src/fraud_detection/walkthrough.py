@@ -270,3 +270,27 @@ def calibration_table(target: FloatArray, proba: FloatArray, edges: list[float])
     )
     table.index = [f"{interval.left:g} to {interval.right:g}" for interval in table.index]
     return table
+
+
+def best_of_each_model(leaderboard: pd.DataFrame) -> pd.DataFrame:
+    """Each model's best leaderboard row (its best strategy and settings), best first.
+
+    ``leaderboard`` is the train stage's table: one row per model/strategy, ranked by
+    cross-validated AP."""
+    ranked = leaderboard.sort_values("average_precision_mean", ascending=False, kind="stable")
+    return ranked.drop_duplicates("model").reset_index(drop=True)
+
+
+def ap_by_period(
+    estimators: dict[str, Any],
+    train: tuple[Any, FloatArray],
+    test: tuple[Any, FloatArray],
+) -> dict[str, dict[str, float]]:
+    """Each estimator fitted on the training period: its AP there and on the test period.
+
+    The gap between the two is the overfitting the cross-validated train AP hints at."""
+    found = {}
+    for name, estimator in estimators.items():
+        fitted = clone(estimator).fit(*train)
+        found[name] = {"train_ap": _ap(fitted, *train), "test_ap": _ap(fitted, *test)}
+    return found

@@ -10,6 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from fraud_detection.gradient_descent import sigmoid
 from fraud_detection.walkthrough import (
     accuracy_paradox,
+    ap_by_period,
+    best_of_each_model,
     calibration_table,
     customer_segments,
     cv_estimates,
@@ -157,3 +159,28 @@ def test_calibration_table_compares_predicted_and_observed_per_band() -> None:
     assert table["payments"].tolist() == [2, 2, 2]  # 1.0 falls in the last band
     assert table["mean_predicted"].tolist() == pytest.approx([0.025, 0.3, 0.95])
     assert table["observed"].tolist() == pytest.approx([0.0, 0.5, 0.5])
+
+
+def test_best_of_each_model_keeps_each_models_top_row() -> None:
+    board = pd.DataFrame(
+        {
+            "model": ["tree", "forest", "tree", "forest", "dummy"],
+            "strategy": ["none", "smote", "smote", "none", "none"],
+            "average_precision_mean": [0.5, 0.7, 0.6, 0.72, 0.01],
+        }
+    )
+    best = best_of_each_model(board)
+    assert best["model"].tolist() == ["forest", "tree", "dummy"]
+    assert best["strategy"].tolist() == ["none", "smote", "none"]
+
+
+def test_ap_by_period_fits_on_train_and_reports_both_periods() -> None:
+    from sklearn.tree import DecisionTreeClassifier  # noqa: PLC0415
+
+    train, test = split_in_time()
+    estimators = {"deep": DecisionTreeClassifier(random_state=0), "linear": LogisticRegression()}
+    scores = ap_by_period(estimators, train, test)
+    assert scores["deep"]["train_ap"] == 1.0  # memorized its own period
+    assert scores["deep"]["test_ap"] < scores["linear"]["test_ap"]
+    # The given estimators stay unfitted: each is cloned before fitting.
+    assert not hasattr(estimators["linear"], "coef_")
