@@ -45,6 +45,16 @@ TINY_OVERRIDES: dict[str, Any] = {
                 "params": {"n_estimators": 30, "max_depth": 3},
                 "strategies": ["class_weight"],
             },
+            "gbm": {
+                "kind": "lightgbm",
+                "params": {"n_estimators": 30, "num_leaves": 7},
+                "strategies": ["smote"],
+            },
+            "net": {
+                "kind": "mlp",
+                "params": {"hidden_layer_sizes": [8], "max_iter": 300},
+                "strategies": ["undersample"],
+            },
         },
     },
     "evaluate": {"registered_model_name": "tiny-detector", "permutation_repeats": 2},

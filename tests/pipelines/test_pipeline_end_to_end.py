@@ -28,6 +28,8 @@ FAMILIES = {
     "tree/smote",
     "forest/undersample",
     "boost/class_weight",
+    "gbm/smote",
+    "net/undersample",
 }
 MODEL_NAME = TINY_OVERRIDES["evaluate"]["registered_model_name"]
 

@@ -1,0 +1,1 @@
+"""Scheduling the project's jobs."""
