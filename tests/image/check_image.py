@@ -6,7 +6,10 @@ Builds the image from the repository (build/model must hold an exported model), 
 detached on a free port, waits for /ready, checks /health, /ready, /predict, /predict/batch,
 /model, /metrics and the image's HEALTHCHECK, checks that it runs as a non-root user and
 holds no training or monitoring packages, stops it with SIGTERM and checks that it exits
-with 0 after closing the prediction log. The container is always removed. Any failed step
+with 0 after closing the prediction log. Then it runs the docs' Docker commands (the
+blocks marked `<!-- docs-check: docker -->`, tests/docs_commands.py) with this engine and
+this image, and sends every container they start the docs' curl commands (the blocks
+marked `server`). Containers are always removed. Any failed step
 ends the run with exit code 1 and names the step. The figures (build time, image size,
 time to ready, time to stop) are printed and written to benchmarks/results/image.json.
 
@@ -17,15 +20,18 @@ not. The engine is reached through container.sh (podman with Docker's build/run 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +42,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script: tests.docs_commands must be importable
+from tests.docs_commands import (  # noqa: E402
+    SERVICE_PORT,
+    Command,
+    blocks,
+    curl_problem,
+    with_ports,
+    write_curlrc,
+)
+
 CONTAINER_SH_CANDIDATES = (
     ROOT.parent / "shared/container/container.sh",
     Path("/work/shared/container/container.sh"),
@@ -118,6 +134,8 @@ def main() -> int:
             _check_healthcheck(engine, name)
             step = "stop"
             figures |= _stop(engine, name, args.stop_timeout, expected_rows=rows)
+        step = "docs"
+        _run_docs_commands(engine, args.tag)
         step = "size"
         if figures["size_mb"] > args.max_size_mb:
             raise StepError(
@@ -243,7 +261,8 @@ def _container(engine: Engine, name: str) -> Iterator[float]:
     try:
         yield started
     finally:
-        engine.podman("rm", "-f", "-t", "0", name, check=False)
+        # -v: with its anonymous volume (the image's VOLUME /app/logs), or they pile up.
+        engine.podman("rm", "-f", "-v", "-t", "0", name, check=False)
 
 
 def _request(url: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
@@ -439,6 +458,153 @@ def _stop(engine: Engine, name: str, timeout: int, expected_rows: int) -> dict[s
     )
     print(f"stopped in {seconds:.1f} s, exit code 0, {match.group(0)}", flush=True)
     return {"stop_s": seconds, "exit_code": 0, "rows_logged": rows}
+
+
+def _run_docs_commands(engine: Engine, tag: str) -> None:
+    """The docs' Docker commands as written, but with container.sh for `docker`, this
+    check's image for theirs (IMAGE=, `-t`, the image argument), and a free port (the
+    engine shares the host's network, so `-p` does nothing: SERVING_PORT or PORT= sets
+    it). A named volume gets a suffix, so that no volume of a user's is touched, and is
+    removed afterwards. Each container the commands start must answer /ready, then the
+    docs' curl commands with 2xx, and stop on Ctrl-C."""
+    started = time.perf_counter()
+    found = blocks(ROOT)
+    curls = [
+        command
+        for block in found
+        if block.kind == "server"
+        for command in block.commands
+        if command.simple_commands()[0].program == "curl"
+    ]
+    commands = [
+        (block, command) for block in found if block.kind == "docker" for command in block.commands
+    ]
+    _expect(bool(commands and curls), "docs", "no docker-marked commands or no curl commands found")
+    before = engine.podman("image", "inspect", "--format", "{{.Id}}", tag, step="docs")
+    with tempfile.TemporaryDirectory(prefix="docs-check-") as scratch:
+        curl_home = write_curlrc(Path(scratch))
+        for block, command in commands:
+            where = f"{block.page}:{command.line}"
+            port = _free_port()
+            argv, serves, volumes = _for_this_engine(command, engine, tag, port, where)
+            shown = " ".join(argv)
+            print(f"docs: {where}: {shown}", flush=True)
+            try:
+                if serves:
+                    _serve_and_call(argv, port, curls, curl_home, where)
+                else:
+                    done = subprocess.run(
+                        argv, cwd=ROOT, capture_output=True, text=True, check=False
+                    )
+                    output = (done.stdout + done.stderr).strip()[-3000:]
+                    _expect(
+                        done.returncode == 0,
+                        "docs",
+                        f"{where}: `{shown}` exited {done.returncode}\n{output}",
+                    )
+            finally:
+                for container in engine.podman(
+                    "ps", "-aq", "--filter", f"ancestor={tag}", check=False
+                ).split():
+                    engine.podman("rm", "-f", "-v", "-t", "0", container, check=False)
+                for volume in volumes:
+                    engine.podman("volume", "rm", "-f", volume, check=False)
+    after = engine.podman("image", "inspect", "--format", "{{.Id}}", tag, step="docs")
+    if after != before:
+        engine.podman("rmi", before, check=False)  # the docs' build moved the tag
+    seconds = time.perf_counter() - started
+    print(
+        f"docs: {len(commands)} Docker and {len(curls)} curl commands ok in {seconds:.1f} s",
+        flush=True,
+    )
+
+
+def _for_this_engine(
+    command: Command, engine: Engine, tag: str, port: int, where: str
+) -> tuple[list[str], bool, list[str]]:
+    """The command for this engine; whether it serves until stopped; the volumes it makes."""
+    simple = command.simple_commands()
+    _expect(len(simple) == 1 and not simple[0].env, "docs", f"{where}: one plain command per line")
+    argv = simple[0].argv
+    docker = ["bash", str(engine.script)]
+    if argv[0] == "make":
+        serves = "docker-run" in argv[1:]
+        return [*argv, f"DOCKER={' '.join(docker)}", f"IMAGE={tag}", f"PORT={port}"], serves, []
+    _expect(
+        argv[:2] in (["docker", "build"], ["docker", "run"]),
+        "docs",
+        f"{where}: only make, docker build and docker run are translated",
+    )
+    words, volumes = list(argv[2:]), list[str]()
+    if argv[1] == "build":
+        words[words.index("-t") + 1] = tag
+        return [*docker, "build", *words], False, volumes
+    words[-1] = tag  # docker run [options] IMAGE
+    for index, word in enumerate(words[:-1]):
+        source, colon, target = word.partition(":")
+        if words[index - 1] in {"-v", "--volume"} and colon and "/" not in source:
+            volumes.append(f"{source}-check-{os.getpid()}")
+            words[index] = f"{volumes[-1]}:{target}"
+    return [*docker, "run", "-e", f"SERVING_PORT={port}", *words], True, volumes
+
+
+def _serve_and_call(
+    argv: list[str], port: int, curls: list[Command], curl_home: Path, where: str
+) -> None:
+    """Start a command that serves until Ctrl-C, call it with the docs' curls, stop it."""
+    log = curl_home / "server.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            argv, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            _expect(
+                server.poll() is None, "docs", f"{where}: exited {server.returncode}:\n{_tail(log)}"
+            )
+            _expect(
+                time.monotonic() < deadline, "docs", f"{where}: not ready in 120 s:\n{_tail(log)}"
+            )
+            try:
+                if _request(f"{base}/ready", timeout=2)[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        env = os.environ | {"CURL_HOME": str(curl_home)}
+        for command in curls:
+            text = with_ports(command.text, {SERVICE_PORT: port})
+            done = subprocess.run(
+                ["bash", "-c", text], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+            )
+            problem = (
+                curl_problem(command, done.stderr)
+                if done.returncode == 0
+                else f"exit {done.returncode}"
+            )
+            _expect(problem is None, "docs", f"{where}: `{text}`: {problem}\n{done.stderr[-1000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGINT)  # Ctrl-C, as in the terminal
+        try:
+            code = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            code = server.wait()
+    print(
+        f"docs: {where}: ready, {len(curls)} curl commands answered 2xx, stopped ({code})",
+        flush=True,
+    )
+
+
+def _tail(log: Path) -> str:
+    return "".join(
+        line
+        for line in log.read_text(errors="replace").splitlines(keepends=True)[-30:]
+        if not NOISE.search(line)
+    )
 
 
 def _report(figures: dict[str, Any]) -> None:
