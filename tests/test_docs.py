@@ -1,15 +1,21 @@
 """Every relative link and image in the README and docs/ points at something that exists,
-and every #anchor at a heading of its page (GitHub's rules for heading anchors)."""
+and every #anchor at a heading of its page (GitHub's rules for heading anchors); the
+generated walkthrough matches its template."""
 
 from __future__ import annotations
 
 import re
+import string
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    REPO / "orchestration" / "airflow" / "README.md",
+]
 # [text](target) and ![alt](target), without the ones inside code spans or blocks.
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"```.*?```", re.S)
@@ -47,3 +53,30 @@ def test_the_checker_sees_links_and_anchors() -> None:
     assert "interview-walkthrough-the-questions-answered-by-this-projects-own-runs" in anchors(
         REPO / "docs" / "walkthrough.md"
     )
+
+
+def filled_by(template: str) -> re.Pattern[str]:
+    """A pattern that matches the template with any value in each {field}."""
+    parts = []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if field is not None:
+            parts.append(r"[^\n]*?" if "table" not in field else r".*?")
+    return re.compile("".join(parts), re.S)
+
+
+def test_walkthrough_is_generated_from_the_current_template() -> None:
+    """docs/walkthrough.md is written by `make docs` from docs/walkthrough.in.md: an edit
+    to the template (or to the output by hand) without regenerating shows here."""
+    template = (REPO / "docs" / "walkthrough.in.md").read_text(encoding="utf-8")
+    generated = (REPO / "docs" / "walkthrough.md").read_text(encoding="utf-8")
+    assert filled_by(template).fullmatch(generated), (
+        "docs/walkthrough.md is not docs/walkthrough.in.md filled in: run `make docs`"
+    )
+
+
+def test_the_template_check_catches_a_stale_page() -> None:
+    pattern = filled_by("AP {ap:.3f} on {rows} rows.\n| a | b |\n{table}\nend")
+    assert pattern.fullmatch("AP 0.705 on 58,931 rows.\n| a | b |\n| 1 | 2 |\n| 3 | 4 |\nend")
+    assert not pattern.fullmatch("AP 0.705 on 58,931 rows, edited.\n| a | b |\n| 1 |\nend")
+    assert not pattern.fullmatch("AP 0.705 on 58,931 rows.\n| a | b |\n| 1 | 2 |\n")
