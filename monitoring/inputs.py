@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from fraud_detection.io.model_package import LOCAL_VERSION
 from fraud_detection.params import MonitorParams
 from fraud_detection.reference import DECISION_COLUMN, SCORE_COLUMN, ReferenceInfo
 from monitoring.labels import no_labels, read_labels
@@ -107,8 +108,13 @@ def current_rows(
     logged = read_predictions(log_path, schema, start=window.start, end=window.end)
     frame = logged.frame
     other_version = 0
-    if params.model_version is not None:
-        keep = frame["model_version"] == params.model_version
+    wanted = params.model_version or reference.info.model_version
+    if wanted is not None:
+        keep = frame["model_version"] == wanted
+        if params.model_version is None:
+            # Implied by the reference: rows of a model served from a folder without
+            # registry information ("local") cannot be told apart, so they are kept.
+            keep |= frame["model_version"] == LOCAL_VERSION
         other_version = int((~keep).sum())
         frame = frame[keep]
     counts = {
@@ -148,10 +154,19 @@ def _too_few(
             f"reference's ({reference.info.feature_schema.fingerprint}): rebuild the reference "
             "for the served model (`dvc repro reference`) or monitor that model's log"
         )
-    if counts["other_version_rows"]:
+    if counts["other_version_rows"] and params.model_version is not None:
         reasons.append(
             f"{counts['other_version_rows']:,} came from other model versions than "
             f"monitor.model_version={params.model_version!r}"
+        )
+    elif counts["other_version_rows"]:
+        served = ", ".join(f"v{v}" for v in logged.model_versions)
+        reasons.append(
+            f"{counts['other_version_rows']:,} came from {served}, but the reference describes "
+            f"v{reference.info.model_version}, the pipeline's latest model (a challenger if it "
+            "did not beat the champion): serve that model (SERVING_MODEL_URI=models/model "
+            "make serve), or rebuild the reference for the served model "
+            "(docs/monitoring.md, 'The reference')"
         )
     if logged.unreadable_rows:
         reasons.append(f"{logged.unreadable_rows:,} could not be read")

@@ -32,6 +32,7 @@ from fraud_detection.io.files import (
     write_json,
     write_text,
 )
+from fraud_detection.io.model_package import REGISTRY_FILE, RegistryInfo
 from fraud_detection.io.provenance import files_fingerprint
 from fraud_detection.modeling import Selection, refit_for_serving
 from fraud_detection.params import EvaluateParams
@@ -194,6 +195,16 @@ def record_in_mlflow(
         result.metrics["average_precision"],
         files_fingerprint(TRAIN_SET, TEST_SET),
     )
+    # The workspace model says which registry version it is, so the service logs its
+    # predictions under that version and the drift reference can be matched to them.
+    registered = RegistryInfo(
+        name=promotion.name,
+        version=promotion.version,
+        alias=promotion.alias,
+        run_id=run_id,
+        source_uri=model_uri,
+    )
+    write_text(registered.model_dump_json(indent=2) + "\n", MODEL_DIR / REGISTRY_FILE)
     write_text(model_card.render(card_facts(result, selection, schema, promotion)), MODEL_CARD)
     tracking.log_artifact(run_id, MODEL_CARD)
     tracking.log_batch(

@@ -35,7 +35,8 @@ def main(log: logging.Logger) -> str:
         schema,
         package.threshold,
         scored_by=f"{selection.candidate.family}, refitted without the row's day",
-        model_run_id=package.run_id,
+        model_run_id=package.run_id or (package.registry.run_id if package.registry else None),
+        model_version=package.registry.version if package.registry else None,
         test_metrics={k: float(v) for k, v in (package.metadata.get("test_metrics") or {}).items()},
     )
     write_parquet(table, REFERENCE)

@@ -11,7 +11,7 @@ from typing import Any
 
 from fraud_detection.errors import ModelLoadError
 from fraud_detection.inference import Scorer, compile_scorer
-from fraud_detection.io.model_package import ModelPackage, load_model_package
+from fraud_detection.io.model_package import LOCAL_VERSION, ModelPackage, load_model_package
 from serving.prediction_log import ModelStamp
 from serving.settings import Settings
 
@@ -86,7 +86,7 @@ def _load(settings: Settings, registry_cache: Path | None) -> LoadedModel:
         logger.warning("scoring through predict_proba (%s)", scorer.detail)
     registry = package.registry
     name = registry.name if registry else folder.name
-    version = registry.version if registry else "local"
+    version = registry.version if registry else LOCAL_VERSION
     schema_json = package.schema.model_dump_json()
     stamp = ModelStamp(
         name=name,

@@ -40,6 +40,9 @@ class ReferenceInfo(BaseModel):
     period_end: str | None
     scored_by: str
     model_run_id: str | None = None
+    # The registry version of the model the reference was built for, when it has one: the
+    # monitor judges only predictions of that version (another model scores differently).
+    model_version: str | None = None
     # Key test-period metrics of the model, to set the live figures beside.
     test_metrics: dict[str, float] = {}
 
@@ -103,6 +106,7 @@ def reference_info(
     scored_by: str,
     model_run_id: str | None,
     test_metrics: dict[str, float],
+    model_version: str | None = None,
 ) -> ReferenceInfo:
     period: list[str | None] = [None, None]
     if schema.time_column is not None and len(table):
@@ -117,5 +121,6 @@ def reference_info(
         period_end=period[1],
         scored_by=scored_by,
         model_run_id=model_run_id,
+        model_version=model_version,
         test_metrics=test_metrics,
     )

@@ -58,7 +58,7 @@ def synthetic(rows: int, seed: int, shift: dict[str, float] | None = None) -> pd
     return reference_table(frame, SCHEMA, scores, THRESHOLD)
 
 
-def write_reference(folder: Path, table: pd.DataFrame) -> Path:
+def write_reference(folder: Path, table: pd.DataFrame, model_version: str | None = None) -> Path:
     """``reference.parquet`` and ``reference.json`` in ``folder``, as the stage writes them."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "reference.parquet"
@@ -70,6 +70,7 @@ def write_reference(folder: Path, table: pd.DataFrame) -> Path:
         scored_by="synthetic logistic",
         model_run_id="run-1",
         test_metrics=TEST_METRICS,
+        model_version=model_version,
     )
     path.with_suffix(".json").write_text(info.model_dump_json(indent=2), encoding="utf-8")
     return path

@@ -121,6 +121,11 @@ def test_reference_is_the_training_week_scored_without_each_day(tiny_project: Pr
     assert table["TX_FRAUD"].sum() == info["positives"]
     assert ((table["probability"] >= info["threshold"]) == table["is_fraud"].astype(bool)).all()
     assert table["probability"].between(0, 1).all()
+    # The workspace model knows its registry version, and the reference records it, so the
+    # monitor can tell its predictions from another version's.
+    registered = json.loads(tiny_project.path("models/model/registered_model.json").read_text())
+    assert registered["name"] == MODEL_NAME
+    assert info["model_version"] == registered["version"]
 
 
 def test_monitor_baseline_judges_a_replayed_week(tiny_project: Project) -> None:
@@ -136,6 +141,9 @@ def test_monitor_baseline_judges_a_replayed_week(tiny_project: Project) -> None:
         "other_version_rows": 0,
     }
     assert summary["labels"]["labelled_rows"] == summary["rows"]  # every label, joined on id
+    # The baseline served the workspace model, under the version the reference describes.
+    reference = json.loads(tiny_project.path("data/reference/reference.json").read_text())
+    assert summary["model_versions"] == [reference["model_version"]]
     assert (folder / "latest-drift.html").stat().st_size > 100_000
     assert (folder / "history.db").is_file()
 

@@ -40,6 +40,8 @@ MLMODEL_FILE = "MLmodel"
 SCHEMA_FILE = "extra_files/feature_schema.json"
 EXAMPLE_FILE = "input_example.json"
 REGISTRY_FILE = "registered_model.json"
+# The version a model folder without registry information is served and logged under.
+LOCAL_VERSION = "local"
 _FIX = "re-export it with `make export-model`, or point SERVING_MODEL_URI at a model folder"
 
 
