@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -42,6 +40,7 @@ from benchmarks.pipeline import (  # noqa: E402
     FULL_SIZE,
     HANDBOOK,
     handbook_models,
+    machine,
     row,
     score_test_period,
 )
@@ -219,8 +218,7 @@ def main() -> None:
         print(f"seed {seed}: champion AP {ap:.3f} ({time.perf_counter() - began:.0f} s)")
     results = {
         "when": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
-        f"Python {platform.python_version()}",
+        "machine": machine(),
         "seeds": seeds,
         "champion": selection.candidate.label,
         "seconds": time.perf_counter() - started,

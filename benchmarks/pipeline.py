@@ -245,6 +245,11 @@ def bench_quality(scratch: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- reporting
 
 
+def machine() -> str:
+    """The machine a result was measured on, as the reports print it."""
+    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+
+
 def row(*cells: object) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
@@ -366,11 +371,7 @@ def main() -> None:
     # Parts not run now keep their last results (each part records when it ran).
     saved = RESULTS / "pipeline.json"
     results: dict[str, Any] = json.loads(saved.read_text()) if saved.is_file() else {}
-    results |= {
-        "when": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
-        f"Python {platform.python_version()}",
-    }
+    results |= {"when": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
         for part in parts:
             print(f"benchmark: {part} ...", flush=True)
