@@ -289,7 +289,8 @@ DOCS_OVERRIDES: dict[str, Any] = merged(
 COMMAND_TIMEOUT = 300
 READY_TIMEOUT = 120
 REPLAY_START = re.compile(r'MONITOR_ARGS="--start (\S+)"')
-MAKE_ERROR = re.compile(r"^make: \*\*\* \[[^\]]*\] Error (\d+)$", re.M)
+# "make: ***", or "make[1]: ***" when make runs under another make.
+MAKE_ERROR = re.compile(r"^make(?:\[\d+\])?: \*\*\* \[[^\]]*\] Error (\d+)$", re.M)
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,8 @@ def test_repo_params_yaml_loads():
         "decision_tree",
         "random_forest",
         "xgboost",
+        "lightgbm",
+        "mlp",
     }
     assert params.train.models["decision_tree"].grid == {"max_depth": [2, 6, None]}
 

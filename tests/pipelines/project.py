@@ -14,6 +14,14 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+MAKE_VARIABLES = {
+    "MAKELEVEL",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKEOVERRIDES",
+    "MAKE_TERMOUT",
+    "MAKE_TERMERR",
+}
 VENV_BIN = Path(sys.executable).parent
 
 # Small enough for seconds per stage, big enough for every fold to hold frauds.
@@ -82,7 +90,13 @@ class Project:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        # Commands run as from a user's shell: no MLflow settings of the caller, and none of
+        # the variables an outer `make test` exports (make would act as a sub-make).
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("MLFLOW_") and k not in MAKE_VARIABLES
+        }
         self.env |= {
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "GIT_AUTHOR_NAME": "test",
