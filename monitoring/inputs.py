@@ -160,7 +160,8 @@ def _too_few(
             f"monitor.model_version={params.model_version!r}"
         )
     elif counts["other_version_rows"]:
-        served = ", ".join(f"v{v}" for v in logged.model_versions)
+        kept = {reference.info.model_version, LOCAL_VERSION}
+        served = ", ".join(f"v{v}" for v in logged.model_versions if v not in kept)
         reasons.append(
             f"{counts['other_version_rows']:,} came from {served}, but the reference describes "
             f"v{reference.info.model_version}, the pipeline's latest model (a challenger if it "
