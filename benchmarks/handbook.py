@@ -39,9 +39,11 @@ sys.path.insert(0, str(REPO))
 from benchmarks.pipeline import (  # noqa: E402
     FULL_SIZE,
     HANDBOOK,
+    RESULTS,
     handbook_models,
     machine,
     row,
+    save_results,
     score_test_period,
 )
 from fraud_detection.data.simulator import simulate  # noqa: E402
@@ -52,7 +54,6 @@ from fraud_detection.schema import FeatureSchema, with_example  # noqa: E402
 from fraud_detection.split import split_dataset  # noqa: E402
 from tests.pipelines.project import merged, repo_params  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results"
 METRICS = {"roc_auc": "AUC ROC", "average_precision": "AP", "cp100": "CP@100"}
 CHAMPION = "Pipeline champion's recipe"
 
@@ -229,11 +230,7 @@ def main() -> None:
 
 def write(results: dict[str, Any]) -> None:
     results["summary"] = summarize(results["per_seed"])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "handbook.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = markdown(results)
-    (RESULTS / "handbook.md").write_text(report)
-    print(report)
+    save_results("handbook", results, markdown(results))
 
 
 if __name__ == "__main__":

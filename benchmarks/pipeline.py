@@ -245,6 +245,14 @@ def bench_quality(scratch: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- reporting
 
 
+def save_results(stem: str, results: dict[str, Any], report: str) -> None:
+    """``results/<stem>.json`` (the raw figures) and ``<stem>.md`` (the report), printed."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(report)
+    print(report)
+
+
 def machine() -> str:
     """The machine a result was measured on, as the reports print it."""
     return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
@@ -376,11 +384,7 @@ def main() -> None:
         for part in parts:
             print(f"benchmark: {part} ...", flush=True)
             results[part] = benches[part](Path(folder)) | {"when": time.strftime("%Y-%m-%d %H:%M")}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = markdown(results)
-    (RESULTS / "pipeline.md").write_text(report)
-    print(report)
+    save_results("pipeline", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from fraud_detection.modeling import (  # noqa: E402
 )
 from fraud_detection.params import Params  # noqa: E402
 from fraud_detection.schema import FeatureSchema  # noqa: E402
+from fraud_detection.validation import settings_text  # noqa: E402
 from fraud_detection.walkthrough import (  # noqa: E402
     accuracy_paradox,
     ap_by_period,
@@ -302,18 +303,13 @@ ALGORITHMS = {
 }
 
 
-def _settings_text(settings: dict[str, Any]) -> str:
-    # The leaderboard's "settings" column (fraud_detection.validation).
-    return ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) or "defaults"
-
-
 def algorithms(
     train_frame: pd.DataFrame, test_frame: pd.DataFrame, schema: FeatureSchema, params: Params
 ) -> dict[str, Any]:
     board = pd.read_csv(LEADERBOARD, keep_default_na=False)
     best = best_of_each_model(board)
     found: dict[tuple[str, Any, str], Candidate] = {
-        (c.model, c.strategy, _settings_text(c.settings)): c for c in candidates(params.train)
+        (c.model, c.strategy, settings_text(c.settings)): c for c in candidates(params.train)
     }
     share = float(train_frame[schema.target].mean())
     estimators: dict[str, Any] = {}

@@ -220,7 +220,8 @@ def leaderboard(results: list[CandidateResult]) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def _settings_text(settings: dict[str, Any]) -> str:
+def settings_text(settings: dict[str, Any]) -> str:
+    """A candidate's grid settings as the leaderboard's "settings" column shows them."""
     return ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) or "defaults"
 
 
@@ -228,7 +229,7 @@ def _identity(candidate: Candidate) -> dict[str, str]:
     return {
         "model": candidate.model,
         "strategy": candidate.strategy,
-        "settings": _settings_text(candidate.settings),
+        "settings": settings_text(candidate.settings),
     }
 
 

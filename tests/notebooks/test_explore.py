@@ -104,6 +104,17 @@ def printed(notebook: NotebookNode) -> str:
     )
 
 
+def run_in_place(notebook: Path, *, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The runner's command line, as `make notebook` calls it, on ``notebook`` in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, str(RUNNER), str(notebook), "--in-place", "--cwd", str(cwd)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_committed_notebook_is_valid_and_fully_executed() -> None:
     assert NOTEBOOK.stat().st_size < MAX_BYTES
     notebook = read_notebook(NOTEBOOK)
@@ -129,13 +140,7 @@ def test_runner_asks_for_make_train_where_the_pipeline_has_not_run(tmp_path: Pat
     copy.write_bytes(NOTEBOOK.read_bytes())
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = subprocess.run(
-        [sys.executable, str(RUNNER), str(copy), "--in-place", "--cwd", str(empty)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_in_place(copy, cwd=empty)
     assert result.returncode == 2
     assert "run `make train` first" in result.stderr
     assert "data/split/train.parquet" in result.stderr
@@ -169,13 +174,7 @@ def test_runner_names_the_failing_cell_and_keeps_the_notebook(
         new_cell("code", "print('never reached')"),
     )
     before = path.read_bytes()
-    result = subprocess.run(
-        [sys.executable, str(RUNNER), str(path), "--in-place", "--cwd", str(placeholder_project)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_in_place(path, cwd=placeholder_project)
     assert result.returncode == 1
     assert f"cell 2 (`{source.splitlines()[0]}`)" in result.stderr
     assert f"failed: {error}" in result.stderr
