@@ -30,38 +30,21 @@ WORKDIR /src
 # Serving dependencies only: the core plus the `serve` extra, no dev group (so no DVC,
 # MLflow, Evidently, pytest...). --compile-bytecode: the image's files are read-only to
 # the service user, so without .pyc files every start would recompile sklearn & co.
-# NCCL is xgboost's multi-GPU collective library (about 200 MB): nothing here uses it.
-# This layer depends on the lock file alone, so code and model changes reuse it.
+# XGBoost comes as xgboost-cpu (pyproject.toml): no CUDA kernels, no NCCL.
+# This layer depends on the lock file alone, so code and model changes reuse it. Then the
+# test suites that numpy, pandas, scipy and scikit-learn ship go (about 100 MB); the
+# `testing` helper packages, which some libraries import, stay.
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --extra serve --no-editable --compile-bytecode \
         --no-install-project \
-        --no-install-package nvidia-nccl-cu12 --no-install-package nvidia-nccl-cu13
-
-# Two more cuts, about 300 MB together, in the same cached layer:
-# - xgboost's PyPI wheel carries its CUDA kernels (libxgboost.so is 226 MB); the service
-#   scores on CPU, so swap in xgboost-cpu, the same release built without CUDA (same
-#   Python package, same model format). Its version is read from what uv.lock installed,
-#   so the two cannot drift apart. --build-arg XGBOOST_CPU=0 keeps the lock's build.
-# - the test suites that numpy, pandas, scipy and scikit-learn ship (about 100 MB); the
-#   `testing` helper packages, which some libraries import, stay.
-ARG XGBOOST_CPU=1
-RUN if [ "${XGBOOST_CPU}" = 1 ]; then \
-        version=$(/opt/venv/bin/python -c 'from importlib.metadata import version; print(version("xgboost"))') \
-        && uv pip uninstall --python /opt/venv/bin/python xgboost \
-        && uv pip install --python /opt/venv/bin/python --no-deps --compile-bytecode \
-            "xgboost-cpu==${version}"; \
-    fi \
     && find /opt/venv/lib -type d -name tests -path '*/site-packages/*' -prune -exec rm -rf {} +
 
 # The project itself, installed as a wheel (--no-editable) so the venv needs no /src.
-# hatchling reads README.md for the package metadata. --inexact and no xgboost: keep the
-# venv as the step above left it (sync would otherwise put the CUDA build back).
+# hatchling reads README.md for the package metadata.
 COPY README.md ./
 COPY src ./src
 COPY serving ./serving
-RUN uv sync --frozen --no-dev --extra serve --no-editable --compile-bytecode --inexact \
-        --no-install-package xgboost \
-        --no-install-package nvidia-nccl-cu12 --no-install-package nvidia-nccl-cu13
+RUN uv sync --frozen --no-dev --extra serve --no-editable --compile-bytecode
 
 # ---------------------------------------------------------------------------------------
 # Runtime: the base image, the venv and the model; no uv, no pip cache, no sources.

@@ -36,7 +36,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: help install train repro test test-fast lint format typecheck mlflow-ui bench \
+.PHONY: help install preflight train repro test test-fast lint format typecheck mlflow-ui bench \
 	push pull plots clean serve export-model docker-build docker-run test-image bench-serving \
 	replay monitor monitor-ui bench-monitoring docs handbook notebook
 
@@ -44,17 +44,26 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
 	/^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# What the wheels and the tests need from the system (OpenMP, curl, git...): checked
+# before anything is installed, one line per missing piece with the command that adds it.
+PREFLIGHT := $(PYTHON) scripts/preflight.py
+
 $(UV):
+	@$(PREFLIGHT)
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI machines), Python would
 # recompile every module on every start; precompiled, `import sklearn` is 4x faster here.
 $(INSTALLED): uv.lock pyproject.toml | $(UV)
+	@$(PREFLIGHT)
 	$(UV) sync --frozen --all-extras --group dev --compile-bytecode --python $(PYTHON)
 	@touch $@
 
-install: $(INSTALLED) ## Create .venv from the lock file (uv.lock)
+install: $(INSTALLED) ## Create .venv from the lock file (uv.lock), after the preflight
+
+preflight: ## Check what the project needs from the system (one line per missing piece)
+	@$(PREFLIGHT) --report
 
 train: $(INSTALLED) ## Run the training pipeline (dvc repro) and print the results
 	dvc repro

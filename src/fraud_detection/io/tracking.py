@@ -198,9 +198,15 @@ def signature(schema: FeatureSchema) -> ModelSignature:
 
 
 def pip_requirements(model: Pipeline) -> list[str]:
+    """The model's stack pinned as installed here, plus the distribution that provides
+    each step's library: ``lightgbm``, and ``xgboost-cpu`` or ``xgboost`` (the same
+    package built with or without CUDA, whichever this platform installed)."""
+    providers = importlib.metadata.packages_distributions()
     packages = list(_MODEL_REQUIREMENTS)
-    if any(type(step).__module__.startswith("xgboost") for _, step in model.steps):
-        packages.append("xgboost")
+    for _, step in model.steps:
+        for name in providers.get(type(step).__module__.partition(".")[0], []):
+            if name.lower() not in {known.lower() for known in packages}:
+                packages.append(name)
     return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
 
 

@@ -3,6 +3,7 @@ what each failure says."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import socket
 from pathlib import Path
 
@@ -12,7 +13,13 @@ import pytest
 from fraud_detection.errors import ModelLoadError
 from fraud_detection.io import tracking
 from fraud_detection.io.model_package import REGISTRY_FILE, RegistryInfo, load_model_package
-from tests.model_helpers import RegistryStore, mixed_data, registry_store
+from tests.model_helpers import (
+    MIXED_SCHEMA,
+    RegistryStore,
+    fitted_pipeline,
+    mixed_data,
+    registry_store,
+)
 
 
 @pytest.mark.parametrize(
@@ -124,3 +131,17 @@ def test_store_folder_must_exist(tmp_path: Path):
         tracking.fetch_registered_model(
             "models:/m/1", tmp_path, f"sqlite:///{tmp_path / 'gone' / 'mlflow.db'}"
         )
+
+
+@pytest.mark.parametrize(("kind", "provider"), [("xgboost", "xgboost"), ("lightgbm", "lightgbm")])
+def test_requirements_name_the_installed_booster(kind, provider):
+    """The pinned distribution is the one installed (xgboost-cpu on Linux), so MLflow
+    finds it when it compares the model's requirements with the environment."""
+    X, y = mixed_data(200)
+    pipeline = fitted_pipeline(X, y, MIXED_SCHEMA, kind, n_estimators=3)
+    installed = importlib.metadata.packages_distributions()[provider]
+    requirements = tracking.pip_requirements(pipeline)
+    assert f"{installed[0]}=={importlib.metadata.version(installed[0])}" in requirements
+    for requirement in requirements:
+        name, _, version = requirement.partition("==")
+        assert importlib.metadata.version(name) == version
