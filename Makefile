@@ -37,7 +37,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 .PHONY: help install preflight train repro test test-fast lint format typecheck mlflow-ui bench \
-	push pull plots clean serve export-model docker-build docker-run test-image bench-serving \
+	push pull plots clean serve export-model docker-build docker-run test-image test-fresh bench-serving \
 	replay monitor monitor-ui bench-monitoring docs handbook notebook
 
 help: ## Show this help
@@ -122,6 +122,11 @@ test-image: $(INSTALLED) ## Build the serving image with podman and check it end
 		echo "test-image: no champion to export; training one (make train)"; \
 		$(MAKE) --no-print-directory train export-model; }
 	python tests/image/check_image.py --container-sh "$(CONTAINER_SH)"
+
+# CI runs it after test-image (.ci/run): about 20 minutes, most of it the container's
+# own `make test`.
+test-fresh: $(INSTALLED) ## In a bare Debian container: the preflight, then the README's two commands
+	python tests/fresh_machine/check_fresh_machine.py --container-sh "$(CONTAINER_SH)"
 
 bench-serving: $(INSTALLED) ## Measure the service against `mlflow models serve` and the ceiling
 	@command -v wrk >/dev/null || { echo "bench-serving needs wrk, the HTTP load generator: \

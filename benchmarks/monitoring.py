@@ -93,11 +93,10 @@ def service(log: Path) -> Iterator[str]:
 
 def send(params: Params, url: str, labels: Path, **update: Any) -> None:
     replay_params = params.replay.model_copy(
-        update={"url": url, "labels_path": str(labels), "batch_size": 500, "concurrency": 2}
-        | update
+        update={"url": url, "batch_size": 500, "concurrency": 2} | update
     )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = replay(params, replay_params, show_progress=False)
+        code = replay(params, replay_params, labels_path=labels, show_progress=False)
     if code != 0:
         raise RuntimeError("a replayed request failed")
 

@@ -27,14 +27,12 @@ import httpx
 from fraud_detection.errors import USER_ERRORS
 from fraud_detection.io.files import load_params, write_json
 from fraud_detection.params import DriftScenarios
+from fraud_detection.workspace import BASELINE_DIR, BASELINE_METRICS, MODEL_DIR
 from monitoring.inputs import Window
 from monitoring.monitor import run_monitor
 from monitoring.prediction_log import MonitorInputError
 from monitoring.replay import ReplayError, replay
 
-MODEL_DIR = Path("models/model")
-OUT_DIR = Path("reports/monitoring/baseline")
-METRICS = Path("reports/monitoring/baseline.json")
 READY_TIMEOUT_SECONDS = 90
 
 log = logging.getLogger("monitor_baseline")
@@ -111,7 +109,8 @@ def main() -> int:
             wait_ready(service, url, output)
             code = replay(
                 params,
-                replay_params.model_copy(update={"url": url, "labels_path": str(labels)}),
+                replay_params.model_copy(update={"url": url}),
+                labels_path=labels,
                 show_progress=False,
             )
         finally:
@@ -123,7 +122,7 @@ def main() -> int:
             window=Window(start, datetime.now(UTC) + timedelta(seconds=1)),
             log_path=prediction_log,
             reference_path=Path(params.monitor.reference_path),
-            out_dir=OUT_DIR,
+            out_dir=BASELINE_DIR,
             labels_path=labels,
             labels_as_of=None,  # the baseline shows quality as it will be once labels arrive
         )
@@ -141,7 +140,7 @@ def main() -> int:
             "precision": quality.get("precision"),
             "recall": quality.get("recall"),
         },
-        METRICS,
+        BASELINE_METRICS,
     )
     if result.exit_code != 0:
         log.warning(

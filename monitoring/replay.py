@@ -34,10 +34,10 @@ from fraud_detection.io.files import atomic_path, load_params, read_parquet
 from fraud_detection.params import Params, ReplayParams, format_validation_error
 from fraud_detection.schema import FeatureSchema
 from fraud_detection.traffic import held_out_traffic, replay_traffic
+from fraud_detection.workspace import TEST_SET
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 # CSV data has no world to continue: its replay sends the split stage's held-out rows.
-HELD_OUT = Path("data/split/test.parquet")
 # Stop early when this many requests in a row fail: the service is down or rejects all.
 MAX_FAILURES_IN_A_ROW = 20
 
@@ -238,8 +238,6 @@ def with_overrides(params: ReplayParams, args: argparse.Namespace) -> ReplayPara
         value = getattr(args, key)
         if value is not None:
             raw[key] = value
-    if args.labels is not None:
-        raw["labels_path"] = str(args.labels)
     for name in args.scenario or []:
         if name not in raw["scenarios"]:
             raise ParamsError(f"--scenario {name}: unknown; choose from {sorted(raw['scenarios'])}")
@@ -262,9 +260,9 @@ def make_traffic(all_params: Params, params: ReplayParams, schema: FeatureSchema
             f"{traffic['TX_DATETIME'].max():%Y-%m-%d}"
         )
     else:
-        test = read_parquet(HELD_OUT, made_by="split")
+        test = read_parquet(TEST_SET, made_by="split")
         traffic, incomplete = held_out_traffic(test, schema.names, params)
-        origin = f"held-out rows of {HELD_OUT} ({incomplete:,} with missing values left out)"
+        origin = f"held-out rows of {TEST_SET} ({incomplete:,} with missing values left out)"
     check_traffic(traffic, schema)
     scenarios = ", ".join(params.scenarios.enabled) or "no drift scenario"
     print(
@@ -275,7 +273,10 @@ def make_traffic(all_params: Params, params: ReplayParams, schema: FeatureSchema
     return traffic
 
 
-def replay(all_params: Params, params: ReplayParams, *, show_progress: bool) -> int:
+def replay(
+    all_params: Params, params: ReplayParams, *, labels_path: Path, show_progress: bool
+) -> int:
+    """Send the traffic; append its labels to ``labels_path`` (the monitor reads them)."""
     with httpx.Client(base_url=params.url, timeout=10) as client:
         schema = served_schema(client)
     traffic = make_traffic(all_params, params, schema)
@@ -290,13 +291,13 @@ def replay(all_params: Params, params: ReplayParams, *, show_progress: bool) -> 
     elapsed = time.perf_counter() - started
     delay = timedelta(days=all_params.features.label_delay_days)
     labels = labels_table(traffic, outcome, schema.target, datetime.now(UTC) + delay)
-    append_labels(Path(params.labels_path), labels)
+    append_labels(labels_path, labels)
     failed = sum(outcome.failures.values())
     print(
         f"sent {outcome.sent_rows:,} rows in {outcome.requests:,} requests in {elapsed:.1f} s "
         f"({outcome.sent_rows / max(elapsed, 1e-9):,.0f} rows/s); {failed:,} failed"
         + (f" ({dict(outcome.failures)}; first: {outcome.first_error})" if failed else "")
-        + f"; {len(labels):,} labels appended to {params.labels_path}, known from "
+        + f"; {len(labels):,} labels appended to {labels_path}, known from "
         f"{datetime.now(UTC) + delay:%Y-%m-%d %H:%M} UTC (--labels-as-of all to use them now)"
     )
     # Seconds, rounded down: the window then starts just before the replay's first row.
@@ -332,7 +333,9 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--seed", type=int, help="which transactions are drawn")
     cli.add_argument("--days", type=int, help="days of traffic to draw the rows from")
     cli.add_argument("--days-after-test", type=int, help="first replayed day after the test")
-    cli.add_argument("--labels", type=Path, help="labels file to append to")
+    cli.add_argument(
+        "--labels", type=Path, help="labels file to append to (default: monitor.labels_path)"
+    )
     cli.add_argument(
         "--scenario",
         action="append",
@@ -349,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         all_params = load_params(args.params)
         params = with_overrides(all_params.replay, args)
-        return replay(all_params, params, show_progress=not args.no_progress)
+        labels = args.labels or Path(all_params.monitor.labels_path)
+        return replay(all_params, params, labels_path=labels, show_progress=not args.no_progress)
     except EXPECTED_ERRORS as error:
         print(f"replay could not run: {error}", file=sys.stderr)
         return EXIT_ERROR

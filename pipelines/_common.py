@@ -1,4 +1,5 @@
-"""What every stage script shares: file locations, logging, and error reporting."""
+"""What every stage script shares: logging and error reporting (the file locations are
+fraud_detection.workspace's)."""
 
 from __future__ import annotations
 
@@ -6,34 +7,8 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from fraud_detection.errors import USER_ERRORS
-
-PARAMS = Path("params.yaml")
-
-RAW_DATA = Path("data/raw/dataset.parquet")
-RAW_INFO = Path("data/raw/dataset.json")
-FEATURES = Path("data/features/features.parquet")
-SCHEMA = Path("data/features/schema.json")
-TRAIN_SET = Path("data/split/train.parquet")
-TEST_SET = Path("data/split/test.parquet")
-SPLIT_SUMMARY = Path("reports/split.json")
-LEADERBOARD_CSV = Path("reports/train/leaderboard.csv")
-LEADERBOARD_MD = Path("reports/train/leaderboard.md")
-CV_RESULTS = Path("reports/train/cv_results.csv")
-CV_FOLDS = Path("reports/train/cv_folds.csv")
-CV_SUMMARY = Path("reports/train/cv_summary.json")
-SELECTION = Path("models/selection.json")
-OUT_OF_FOLD = Path("models/out_of_fold.parquet")
-MODEL_DIR = Path("models/model")
-METRICS = Path("reports/evaluate/metrics.json")
-PLOTS_DIR = Path("reports/evaluate/plots")
-CURVES_DIR = Path("reports/evaluate/curves")
-IMPORTANCE = Path("reports/evaluate/feature_importance.csv")
-MODEL_CARD = Path("reports/evaluate/model_card.md")
-REFERENCE = Path("data/reference/reference.parquet")
-REFERENCE_INFO = REFERENCE.with_suffix(".json")
 
 
 def logger(stage: str) -> logging.Logger:

@@ -8,7 +8,8 @@ from fraud_detection.data.csv_source import prepare_csv
 from fraud_detection.data.dataset import DatasetInfo
 from fraud_detection.data.simulator import simulate
 from fraud_detection.io.files import load_params, read_csv_table, write_json, write_parquet
-from pipelines._common import PARAMS, RAW_DATA, RAW_INFO, progress_logger, run
+from fraud_detection.workspace import PARAMS, RAW_DATA, RAW_INFO
+from pipelines._common import progress_logger, run
 
 
 def main(log: logging.Logger) -> str:

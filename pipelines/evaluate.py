@@ -37,7 +37,7 @@ from fraud_detection.io.provenance import files_fingerprint
 from fraud_detection.modeling import Selection, refit_for_serving
 from fraud_detection.params import EvaluateParams
 from fraud_detection.schema import FeatureSchema, check_frame
-from pipelines._common import (
+from fraud_detection.workspace import (
     CURVES_DIR,
     IMPORTANCE,
     METRICS,
@@ -51,8 +51,8 @@ from pipelines._common import (
     SPLIT_SUMMARY,
     TEST_SET,
     TRAIN_SET,
-    run,
 )
+from pipelines._common import run
 
 
 @dataclass(frozen=True)

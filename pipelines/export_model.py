@@ -18,15 +18,14 @@ from fraud_detection.inference import compile_scorer
 from fraud_detection.io import tracking
 from fraud_detection.io.files import load_params
 from fraud_detection.io.model_package import load_model_package
-from pipelines._common import PARAMS, run
-
-DEFAULT_OUT = Path("build/model")
+from fraud_detection.workspace import EXPORTED_MODEL, PARAMS
+from pipelines._common import run
 
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uri", help="registry URI (default: the params' model @champion)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder to write")
+    parser.add_argument("--out", type=Path, default=EXPORTED_MODEL, help="folder to write")
     return parser.parse_args()
 
 

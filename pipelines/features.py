@@ -9,7 +9,8 @@ from fraud_detection.data.dataset import DatasetInfo
 from fraud_detection.features import feature_schema, transaction_features
 from fraud_detection.io.files import load_params, read_json, read_parquet, write_json, write_parquet
 from fraud_detection.schema import with_example
-from pipelines._common import FEATURES, PARAMS, RAW_DATA, RAW_INFO, SCHEMA, run
+from fraud_detection.workspace import FEATURES, PARAMS, RAW_DATA, RAW_INFO, SCHEMA
+from pipelines._common import run
 
 
 def main(log: logging.Logger) -> str:

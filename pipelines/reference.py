@@ -10,7 +10,8 @@ from fraud_detection.io.model_package import load_model_package
 from fraud_detection.modeling import Selection
 from fraud_detection.reference import held_out_scores, reference_info, reference_table
 from fraud_detection.schema import check_frame
-from pipelines._common import MODEL_DIR, REFERENCE, REFERENCE_INFO, SELECTION, TRAIN_SET, run
+from fraud_detection.workspace import MODEL_DIR, REFERENCE, REFERENCE_INFO, SELECTION, TRAIN_SET
+from pipelines._common import run
 
 
 def main(log: logging.Logger) -> str:

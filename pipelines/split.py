@@ -7,7 +7,8 @@ import logging
 from fraud_detection.io.files import load_params, read_json, read_parquet, write_json, write_parquet
 from fraud_detection.schema import FeatureSchema
 from fraud_detection.split import split_dataset
-from pipelines._common import FEATURES, PARAMS, SCHEMA, SPLIT_SUMMARY, TEST_SET, TRAIN_SET, run
+from fraud_detection.workspace import FEATURES, PARAMS, SCHEMA, SPLIT_SUMMARY, TEST_SET, TRAIN_SET
+from pipelines._common import run
 
 
 def main(log: logging.Logger) -> str:

@@ -39,7 +39,7 @@ from fraud_detection.validation import (
     make_folds,
     scheme_for,
 )
-from pipelines._common import (
+from fraud_detection.workspace import (
     CV_FOLDS,
     CV_RESULTS,
     CV_SUMMARY,
@@ -51,8 +51,8 @@ from pipelines._common import (
     SELECTION,
     TEST_SET,
     TRAIN_SET,
-    run,
 )
+from pipelines._common import run
 
 
 def load_training_set(schema: FeatureSchema) -> pd.DataFrame:

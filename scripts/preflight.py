@@ -150,6 +150,13 @@ NEEDS: tuple[Need, ...] = (
         preinstalled={"macos": "preinstalled"},
     ),
     Need(
+        "sqlite3",
+        "the docs read the prediction log with it, and the tests run the docs",
+        {"debian": "sqlite3", "fedora": "sqlite", "macos": None},
+        command("sqlite3"),
+        preinstalled={"macos": "preinstalled"},
+    ),
+    Need(
         "the OpenMP runtime libgomp.so.1",
         "LightGBM's wheel loads it; without it `make train` fails in the train stage",
         {"debian": "libgomp1", "fedora": "libgomp", "macos": "libomp"},

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fraud_detection.workspace import PREDICTION_LOG
+
 ENV_PREFIX = "SERVING_"
 DEFAULT_MODEL_URI = "models:/fraud-detector@champion"
 
@@ -29,7 +31,7 @@ class Settings(BaseSettings):
     # The MLflow store for registry URIs; unset: MLFLOW_TRACKING_URI, else ./mlflow.db.
     tracking_uri: str | None = None
     # SQLite file every prediction is appended to (read by the drift monitor).
-    prediction_log: Path = Path("logs/predictions.db")
+    prediction_log: Path = PREDICTION_LOG
     # Rows accepted by POST /predict/batch; more gets 413.
     max_batch_rows: int = Field(10_000, ge=1, le=1_000_000)
     host: str = Field("127.0.0.1", min_length=1)

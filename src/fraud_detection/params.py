@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
+from fraud_detection import workspace
 from fraud_detection.errors import ParamsError
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -65,8 +67,10 @@ class SimulatorParams(Section):
     seed: NonNegativeInt = 42
     n_customers: PositiveInt = 5000
     n_terminals: PositiveInt = 10000
-    start_date: dt.date = dt.date(2018, 4, 1)
-    n_days: PositiveInt = 183
+    # The 58 days the default protocol needs; the handbook's full size is 183 days from
+    # 2018-04-01 (the same days draw the same payments: seeds follow the date).
+    start_date: dt.date = dt.date(2018, 6, 18)
+    n_days: PositiveInt = 58
     radius: float = Field(5.0, gt=0)
     scenarios: FraudScenarios = FraudScenarios()
 
@@ -76,8 +80,9 @@ class CsvParams(Section):
 
     path: str = "data/external/creditcard.csv"
     target: str = "Class"
-    # The label that means "fraud". ``None`` accepts targets that are already 0/1.
-    positive_label: str | int | None = None
+    # The label of the positive class. ``None`` accepts targets that are already 0/1.
+    # A YAML true/false stays a boolean (for a column of booleans), not 1/0.
+    positive_label: bool | int | str | None = None
     # A numeric or datetime column that orders rows in time; ``None`` means no time order.
     time_column: str | None = None
     # Columns that are neither features nor target (ids); kept out of the model.
@@ -163,11 +168,11 @@ class CrossValidationParams(Section):
 
 class UndersampleParams(Section):
     # Minority/majority ratio after resampling (1.0 = balanced).
-    sampling_strategy: float = Field(1.0, gt=0, le=1)
+    sampling_strategy: float = Field(0.1, gt=0, le=1)
 
 
 class SmoteParams(Section):
-    sampling_strategy: float = Field(0.5, gt=0, le=1)
+    sampling_strategy: float = Field(0.1, gt=0, le=1)
     k_neighbors: PositiveInt = 5
 
 
@@ -287,8 +292,6 @@ class ReplayParams(Section):
     concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     rate: float = Field(0.0, ge=0)
     url: str = Field("http://127.0.0.1:8000", min_length=1)
-    # The true labels of the sent transactions, known after features.label_delay_days.
-    labels_path: str = Field("logs/labels.parquet", min_length=1)
     scenarios: DriftScenarios = DriftScenarios()
 
 
@@ -314,9 +317,10 @@ DriftMethod = Literal["wasserstein", "ed", "psi", "hellinger", "jensenshannon", 
 class MonitorParams(Section):
     """Drift monitoring: which rows, which drift measure, and the gate."""
 
-    log_path: str = Field("logs/predictions.db", min_length=1)
-    reference_path: str = Field("data/reference/reference.parquet", min_length=1)
-    out_dir: str = Field("reports/monitoring", min_length=1)
+    # The service's prediction log (serving's SERVING_PREDICTION_LOG has the same default).
+    log_path: str = Field(str(workspace.PREDICTION_LOG), min_length=1)
+    reference_path: str = Field(str(workspace.REFERENCE), min_length=1)
+    out_dir: str = Field(str(workspace.MONITOR_REPORTS), min_length=1)
     # Timestamped reports of this many latest runs are kept (about 9 MB a run).
     keep_reports: PositiveInt = 30
     # The window ends at --end (default: now) and spans this many hours (or --start).
@@ -325,8 +329,9 @@ class MonitorParams(Section):
     min_rows: PositiveInt = 500
     # Only rows logged by this model version (null: every version, listed in the report).
     model_version: str | None = None
-    # Labels file the replay writes; labels are used once their available_at has passed.
-    labels_path: str = Field("logs/labels.parquet", min_length=1)
+    # The true labels: the replay appends them here (known features.label_delay_days after
+    # each payment), the monitor uses them once their available_at has passed.
+    labels_path: str = Field(str(workspace.LABELS), min_length=1)
     # Evidently drift methods and the score at or above which one column counts as drifted.
     numeric_method: DriftMethod = "wasserstein"
     categorical_method: DriftMethod = "jensenshannon"
@@ -363,10 +368,38 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source} is invalid ({exc.error_count()} problem(s)):"]
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        if error["type"] == "extra_forbidden":
-            lines.append(f"  - {key}: unknown key; check its spelling against params.yaml")
-        else:
-            given = error.get("input")
-            shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
-            lines.append(f"  - {key}: {error['msg']}{shown}")
+        lines.append(f"  - {key}: {_problem(error)}")
     return "\n".join(lines)
+
+
+def _problem(error: ErrorDetails) -> str:
+    given = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return "unknown key; check its spelling against params.yaml"
+    if error["type"] == "string_type" and given is None:
+        return "needs a value (YAML read an empty value or null)"
+    if error["type"] == "string_type" and (read := _yaml_reading(given)):
+        # YAML types unquoted values: `2018` is a number, `2018-06-18` a date.
+        leaf, text = error["loc"][-1], f'"{_as_written(given)}"'
+        example = text if isinstance(leaf, int) else f"{leaf}: {text}"
+        return (
+            f"takes text, but YAML read {_as_written(given)} as {read}; "
+            f"if you meant the text, quote it: {example}"
+        )
+    shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+    return f"{error['msg']}{shown}"
+
+
+def _yaml_reading(value: object) -> str | None:
+    """What YAML made of an unquoted value that was meant as text, if it did."""
+    if isinstance(value, bool):  # before int: a bool is an int
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a date" if isinstance(value, dt.date) else None
+
+
+def _as_written(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value.isoformat() if isinstance(value, dt.date) else str(value)

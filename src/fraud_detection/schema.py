@@ -45,7 +45,7 @@ class FeatureSchema(BaseModel):
     features: list[Feature] = Field(min_length=1)
     target: str
     # The raw label that means fraud; the stored target column is always 0/1.
-    positive_label: str | int = 1
+    positive_label: bool | int | str = 1
     # Orders rows in time (simulator: TX_DATETIME); None for data without time.
     time_column: str | None = None
     # The card/customer a row belongs to (used by card precision top-k); optional.

@@ -8,6 +8,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from ruamel.yaml import YAML
 
 from fraud_detection.errors import ParamsError
 from fraud_detection.io.files import load_params
@@ -71,11 +72,11 @@ def test_repo_params_simulate_enough_days_for_the_split_and_the_feature_history(
     assert test_last <= last_day
 
 
-def test_minimal_mapping_gets_the_handbook_defaults():
+def test_minimal_mapping_gets_the_params_yaml_defaults():
     params = parse_params(minimal())
     assert params.data.simulator.n_customers == 5000
-    assert params.data.simulator.n_days == 183
-    assert params.data.simulator.start_date == dt.date(2018, 4, 1)
+    assert params.data.simulator.n_days == 58
+    assert params.data.simulator.start_date == dt.date(2018, 6, 18)
     assert params.features.label_delay_days == 7
     assert params.train.models["logreg"].strategies == ["none"]
 
@@ -238,3 +239,43 @@ def test_load_params_missing_file(tmp_path):
     path = tmp_path / "nowhere" / "params.yaml"
     with pytest.raises(ParamsError, match=r"params\.yaml not found"):
         load_params(path)
+
+
+# ------------------------------------------------- one default for every setting
+
+
+def _disagreements(section: type[pydantic.BaseModel], raw: Any, prefix: str) -> list[str]:
+    """Keys whose default in params.py differs from params.yaml, or that the file lacks."""
+    if not isinstance(raw, dict):
+        return [f"{prefix.rstrip('.')}: not a section in params.yaml"]
+    problems = []
+    for name, field in section.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = field.annotation
+        if name not in raw:
+            problems.append(f"{key}: missing from params.yaml")
+        elif isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+            problems += _disagreements(annotation, raw[name], f"{key}.")
+        elif not field.is_required():
+            default = field.get_default(call_default_factory=True)
+            written = pydantic.TypeAdapter(annotation).validate_python(raw[name])
+            if written != default:
+                problems.append(f"{key}: params.py says {default!r}, params.yaml {written!r}")
+    return problems
+
+
+def test_params_yaml_and_the_loader_defaults_agree():
+    """Each setting has one default: the loader's (what a key left out gets) is the file's,
+    and the file lists every key, so what a user reads is what runs."""
+    raw = YAML(typ="safe", pure=True).load(REPO_PARAMS.read_text())
+    assert _disagreements(Params, raw, "") == []
+
+
+def test_the_agreement_check_finds_a_disagreement():
+    raw = YAML(typ="safe", pure=True).load(REPO_PARAMS.read_text())
+    raw["split"]["train_days"] = 9
+    del raw["monitor"]["min_rows"]
+    assert _disagreements(Params, raw, "") == [
+        "split.train_days: params.py says 7, params.yaml 9",
+        "monitor.min_rows: missing from params.yaml",
+    ]

@@ -71,13 +71,12 @@ def overrides(*argv: str) -> ReplayParams:
 def test_command_line_values_override_the_params() -> None:
     params = overrides(
         *["--rows", "50", "--batch-size", "8", "--rate", "12.5", "--concurrency", "3"],
-        *["--seed", "9", "--days", "2", "--days-after-test", "4", "--labels", "out/l.parquet"],
+        *["--seed", "9", "--days", "2", "--days-after-test", "4"],
         *["--url", "http://service:9000"],
         *["--scenario", "amount_shift", "--scenario", "broken_feature"],
     )
     assert (params.rows, params.batch_size, params.rate, params.concurrency) == (50, 8, 12.5, 3)
     assert (params.seed, params.days, params.days_after_test) == (9, 2, 4)
-    assert params.labels_path == "out/l.parquet"
     assert params.url == "http://service:9000"
     assert params.scenarios.enabled == ["amount_shift", "broken_feature"]
 

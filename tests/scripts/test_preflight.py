@@ -21,7 +21,7 @@ from scripts import preflight
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts/preflight.py"
 # What a command needs to find besides the one hidden (bash runs make's recipes).
-TOOLS = ("git", "make", "curl", "bash", "sh", "env")
+TOOLS = ("git", "make", "curl", "sqlite3", "bash", "sh", "env")
 
 
 def _path_without(tmp_path: Path, hidden: str) -> str:
@@ -78,6 +78,7 @@ def test_silent_and_zero_when_nothing_is_missing() -> None:
         ("git", "apt-get install git", "dnf install git", "xcode-select --install"),
         ("make", "apt-get install make", "dnf install make", "xcode-select --install"),
         ("curl", "apt-get install curl", "dnf install curl", "preinstalled"),
+        ("sqlite3", "apt-get install sqlite3", "dnf install sqlite", "preinstalled"),
     ],
 )
 def test_a_missing_command_gets_one_line_with_its_package(
@@ -88,8 +89,9 @@ def test_a_missing_command_gets_one_line_with_its_package(
     gaps = [line for line in done.stdout.splitlines() if "missing:" in line]
     assert len(gaps) == 1, done.stdout
     assert f"missing: {hidden} (" in gaps[0]
-    for fix in (f"Debian/Ubuntu: {debian}", f"Fedora: {fedora}", f"macOS: {macos}"):
-        assert re.search(rf"{re.escape(fix).replace('apt', '(sudo )?apt')}", gaps[0]), gaps[0]
+    for where, fix in (("Debian/Ubuntu", debian), ("Fedora", fedora), ("macOS", macos)):
+        # sudo in front, unless root runs it
+        assert re.search(rf"{where}: (sudo )?{re.escape(fix)}\b", gaps[0]), gaps[0]
     assert "Traceback" not in done.stdout + done.stderr
 
 
@@ -111,7 +113,7 @@ def test_a_missing_openmp_runtime_is_named_with_its_package() -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "missing: the OpenMP runtime libgomp.so.1 (LightGBM" in done.stdout
     assert re.search(r"Debian/Ubuntu: (sudo )?apt-get install libgomp1", done.stdout)
-    assert "Fedora: dnf install libgomp" in done.stdout
+    assert re.search(r"Fedora: (sudo )?dnf install libgomp\b", done.stdout)
     assert "macOS: brew install libomp" in done.stdout
 
 
@@ -178,7 +180,14 @@ def test_the_python_range_is_pyproject_s() -> None:
 
 
 def test_packages_for_a_dockerfile() -> None:
-    assert preflight.packages_for("debian") == ["python3-venv", "git", "make", "curl", "libgomp1"]
+    assert preflight.packages_for("debian") == [
+        "python3-venv",
+        "git",
+        "make",
+        "curl",
+        "sqlite3",
+        "libgomp1",
+    ]
     assert preflight.packages_for("macos") == ["libomp"]
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--packages", "fedora"],
@@ -186,4 +195,4 @@ def test_packages_for_a_dockerfile() -> None:
         text=True,
         check=True,
     )
-    assert done.stdout.split() == ["git", "make", "curl", "libgomp"]
+    assert done.stdout.split() == ["git", "make", "curl", "sqlite", "libgomp"]

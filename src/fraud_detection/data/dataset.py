@@ -14,7 +14,7 @@ class DatasetInfo(BaseModel):
 
     source: Literal["simulator", "csv"]
     target: str
-    positive_label: str | int = 1
+    positive_label: bool | int | str = 1
     time_column: str | None = None
     group_column: str | None = None
     numeric: list[str] = []

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from fraud_detection.errors import DataValidationError, MissingInputError, ParamsError
 from fraud_detection.params import Params, parse_params
@@ -81,15 +82,33 @@ def read_json(path: Path | str, *, made_by: str) -> Any:
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
-    """Read and validate params.yaml; errors name the file and the offending keys."""
+    """Read and validate params.yaml; errors name the file and the offending keys.
+
+    The file is read as DVC reads it (ruamel.yaml, YAML 1.2): ``Yes``, ``No``, ``on``
+    and ``off`` are text, ``1e-3`` is a number, and a key given twice is an error. PyYAML
+    (YAML 1.1) would read ``positive_label: Yes`` as ``True`` and keep the last of two
+    keys without a word.
+    """
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path} not found; run the pipeline from the project root")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+        raw = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     return parse_params(raw, source=str(path))
+
+
+def _yaml_problem(error: YAMLError) -> str:
+    """One line: where the parser stopped and why (ruamel's own text spans many lines)."""
+    if not isinstance(error, MarkedYAMLError) or error.problem is None:
+        return " ".join(str(error).split())
+    mark = error.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = f"{where}{error.problem}"
+    if "duplicate key" in error.problem:
+        problem += "; a key may appear once in its section: keep one of them"
+    return problem
 
 
 def read_csv_table(path: Path | str) -> pd.DataFrame:
