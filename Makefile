@@ -36,7 +36,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: help install preflight train repro test test-fast lint format typecheck mlflow-ui bench \
+.PHONY: help install preflight train repro test test-fast lint format typecheck mlflow-ui bench dvc-deps \
 	push pull plots clean serve export-model docker-build docker-run test-image test-fresh bench-serving \
 	replay monitor monitor-ui bench-monitoring docs handbook notebook
 
@@ -96,6 +96,9 @@ typecheck: $(INSTALLED) ## mypy
 mlflow-ui: $(INSTALLED) ## Open the MLflow UI on the project's store (http://127.0.0.1:5000)
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+dvc-deps: $(INSTALLED) ## Derive each dvc.yaml stage's code deps from what it imports (scripts/dvc_deps.py)
+	python scripts/dvc_deps.py --write
 
 plots: $(INSTALLED) ## Render the DVC plots to dvc_plots/index.html
 	dvc plots show

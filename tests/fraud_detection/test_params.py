@@ -279,3 +279,72 @@ def test_the_agreement_check_finds_a_disagreement():
         "split.train_days: params.py says 7, params.yaml 9",
         "monitor.min_rows: missing from params.yaml",
     ]
+
+
+# ------------------------------------------------- YAML reads values as the user meant
+
+
+def _load(tmp_path: Path, text: str) -> Params:
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  models: {m: {kind: dummy}}\n" + text, encoding="utf-8")
+    return load_params(path)
+
+
+@pytest.mark.parametrize("word", ["Yes", "No", "yes", "on", "Off", "y", "NO"])
+def test_yes_no_on_off_are_the_text_written(tmp_path, word):
+    """YAML 1.1 (PyYAML) reads these as booleans: `positive_label: Yes` arrived as True,
+    then as 1, and the data stage said the column holds no 1."""
+    params = _load(tmp_path, f"data:\n  csv:\n    positive_label: {word}\n")
+    assert params.data.csv.positive_label == word
+
+
+def test_true_stays_a_boolean_for_a_column_of_booleans(tmp_path):
+    params = _load(tmp_path, "data:\n  csv:\n    positive_label: true\n")
+    assert params.data.csv.positive_label is True
+
+
+def test_exponents_are_numbers(tmp_path):
+    text = "  models:\n    boost: {kind: xgboost, params: {learning_rate: 1e-3, reg_alpha: 5E2}}\n"
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n" + text, encoding="utf-8")
+    model = load_params(path).train.models["boost"]
+    assert model.params == {"learning_rate": 0.001, "reg_alpha": 500.0}
+
+
+def test_a_key_given_twice_is_an_error_naming_its_line(tmp_path):
+    with pytest.raises(ParamsError) as caught:
+        _load(tmp_path, "split:\n  train_days: 7\n  train_days: 14\n")
+    message = str(caught.value)
+    assert 'line 5, column 3: found duplicate key "train_days"' in message
+    assert "keep one of them" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "data:\n  csv:\n    target: 2018\n",
+            "data.csv.target: takes text, but YAML read 2018 as a number; if you meant the "
+            'text, quote it: target: "2018"',
+        ),
+        (
+            "data:\n  csv:\n    time_column: 2020-01-31\n",
+            "data.csv.time_column: takes text, but YAML read 2020-01-31 as a date; if you "
+            'meant the text, quote it: time_column: "2020-01-31"',
+        ),
+        (
+            "data:\n  csv:\n    drop_columns: [id, true]\n",
+            "data.csv.drop_columns.1: takes text, but YAML read true as a boolean; if you "
+            'meant the text, quote it: "true"',
+        ),
+        (
+            "data:\n  csv:\n    path:\n",
+            "data.csv.path: needs a value (YAML read an empty value or null)",
+        ),
+    ],
+)
+def test_text_that_yaml_typed_is_refused_with_how_to_quote_it(tmp_path, text, expected):
+    with pytest.raises(ParamsError) as caught:
+        _load(tmp_path, text)
+    assert f"  - {expected}" in str(caught.value).splitlines()

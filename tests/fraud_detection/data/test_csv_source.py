@@ -10,7 +10,7 @@ import pytest
 
 from fraud_detection.data.csv_source import feature_schema, prepare_csv
 from fraud_detection.errors import DataValidationError
-from fraud_detection.io.files import read_csv_table
+from fraud_detection.io.files import load_params, read_csv_table
 from fraud_detection.params import CsvParams
 
 
@@ -382,3 +382,19 @@ def test_bad_time_column_is_rejected(cells, message):
     raw = pd.DataFrame({"when": cells, "x": [1.0, 2.0, 3.0], "Class": [0, 1, 1]})
     with pytest.raises(DataValidationError, match=message):
         prepare_csv(raw, CsvParams(time_column="when"))
+
+
+@pytest.mark.parametrize(("label", "column"), [("Yes", ["No", "Yes"]), ("true", [False, True])])
+def test_an_unquoted_positive_label_in_params_yaml_is_the_label_meant(tmp_path, label, column):
+    """`positive_label: Yes` in params.yaml names the Yes rows (PyYAML made it 1 and the
+    stage refused a column of Yes/No); `true` names the True rows of a boolean column."""
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  models: {m: {kind: dummy}}\n"
+        f"data:\n  csv:\n    target: default\n    positive_label: {label}\n",
+        encoding="utf-8",
+    )
+    params = load_params(tmp_path / "params.yaml").data.csv
+    raw = pd.DataFrame({"x": range(20), "default": [column[i % 5 == 0] for i in range(20)]})
+    clean, info = prepare_csv(raw, params)
+    assert clean["default"].tolist() == [int(i % 5 == 0) for i in range(20)]
+    assert info.positives == 4
