@@ -106,8 +106,12 @@ plots: $(INSTALLED) ## Render the DVC plots to dvc_plots/index.html
 bench: $(INSTALLED) ## Measure the pipeline's speed and quality figures (see docs/benchmarks.md)
 	python benchmarks/pipeline.py
 
+# The champion of the model params.yaml names (evaluate.registered_model_name), unless
+# SERVING_MODEL_URI says otherwise.
 serve: $(INSTALLED) ## Serve the registry champion on http://127.0.0.1:8000 (/docs; SERVING_* settings)
-	SERVING_PORT=$${SERVING_PORT:-$(PORT)} python -m serving
+	SERVING_PORT=$${SERVING_PORT:-$(PORT)} \
+		SERVING_MODEL_URI=$${SERVING_MODEL_URI:-$$(python -m pipelines.champion_uri)} \
+		python -m serving
 
 export-model: $(INSTALLED) ## Copy the registry champion into build/model (what the image serves)
 	python -m pipelines.export_model --out build/model

@@ -32,7 +32,8 @@ from monitoring.labels import join_labels
 log = logging.getLogger("monitoring")
 HISTORY_DB = "history.db"
 HISTORY_PLOT = "history.png"
-UI_PROJECT = "fraud-detector"
+# The UI project is named after the registered model the reference describes.
+UI_PROJECT_FALLBACK = "drift-monitor"
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ def judge(
     _prune(paths["html"].parent, params.keep_reports)
     _record(out_dir, summary=summary, verdict=verdict, quality=quality, params=params)
     if workspace is not None:
-        _add_to_workspace(workspace, drift_snapshot, quality_snapshot)
+        name = inputs.reference.info.model_name or UI_PROJECT_FALLBACK
+        _add_to_workspace(workspace, name, drift_snapshot, quality_snapshot)
     exit_code = _exit_code(verdict)
     line = one_line(verdict, quality, paths["latest_html"], len(labelled.pending))
     return MonitorResult(exit_code, line, summary)
@@ -338,25 +340,25 @@ def _record(
     )
 
 
-def _add_to_workspace(workspace: Path, *snapshots: Any) -> None:
+def _add_to_workspace(workspace: Path, name: str, *snapshots: Any) -> None:
     """Add the run's snapshots to a local Evidently UI workspace (make monitor-ui)."""
     # The UI's workspace pulls in its own stack; only runs that ask for it pay for that.
     from evidently.ui.workspace import Workspace  # noqa: PLC0415
 
     space = Workspace.create(str(workspace))
-    projects = space.search_project(UI_PROJECT)
-    project = projects[0] if projects else _new_project(space)
+    projects = space.search_project(name)
+    project = projects[0] if projects else _new_project(space, name)
     for snapshot in snapshots:
         if snapshot is not None:
             space.add_run(project.id, snapshot, include_data=False)
 
 
-def _new_project(space: Any) -> Any:
+def _new_project(space: Any, name: str) -> Any:
     """The UI project, with a dashboard of the gate's numbers over the runs."""
     from evidently.sdk.models import PanelMetric  # noqa: PLC0415
     from evidently.sdk.panels import line_plot_panel  # noqa: PLC0415
 
-    project = space.create_project(UI_PROJECT, description="Drift of the served model")
+    project = space.create_project(name, description="Drift of the served model")
     panels = [
         ("Drifted features", "DriftedColumnsCount", {"value_type": "count"}),
         ("Score drift", "ValueDrift", {"column": SCORE_COLUMN}),

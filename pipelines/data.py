@@ -32,10 +32,12 @@ def main(log: logging.Logger) -> str:
             group_column="CUSTOMER_ID",
             rows=len(frame),
             positives=int(frame["TX_FRAUD"].sum()),
+            class_names=params.class_names,
         )
     else:
         log.info("reading %s", params.csv.path)
         frame, info = prepare_csv(read_csv_table(params.csv.path), params.csv)
+        info = info.model_copy(update={"class_names": params.class_names})
         log.info(
             "%d numeric and %d categorical feature column(s)",
             len(info.numeric),
@@ -43,8 +45,10 @@ def main(log: logging.Logger) -> str:
         )
     write_parquet(frame, RAW_DATA)
     write_json(info, RAW_INFO)
+    positive = info.class_names.positive
     return (
-        f"{info.rows:,} rows, {info.positives:,} fraud ({info.fraud_share:.2%}) from {info.source}"
+        f"{info.rows:,} rows, {info.positives:,} {positive} ({info.positive_share:.2%}) "
+        f"from {info.source}"
     )
 
 

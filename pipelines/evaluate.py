@@ -108,7 +108,7 @@ def evaluate(
             test_y, proba, choice.value, f"Test PR curve: {label}"
         ),
         "roc.png": plots.roc_figure(test_y, proba, f"Test ROC curve: {label}"),
-        "confusion_matrix.png": plots.confusion_figure(matrix, choice.value),
+        "confusion_matrix.png": plots.confusion_figure(matrix, choice.value, schema.class_names),
         "calibration.png": plots.calibration_figure(test_y, proba, f"Test calibration: {label}"),
         "feature_importance.png": plots.importance_figure(importance),
     }

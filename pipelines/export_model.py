@@ -18,6 +18,7 @@ from fraud_detection.inference import compile_scorer
 from fraud_detection.io import tracking
 from fraud_detection.io.files import load_params
 from fraud_detection.io.model_package import load_model_package
+from fraud_detection.registry import champion_uri
 from fraud_detection.workspace import EXPORTED_MODEL, PARAMS
 from pipelines._common import run
 
@@ -52,8 +53,7 @@ def main(log: logging.Logger) -> str:
 
 
 def _champion_uri() -> str:
-    name = load_params(PARAMS).evaluate.registered_model_name
-    return f"models:/{name}@{tracking.CHAMPION}"
+    return champion_uri(load_params(PARAMS).evaluate.registered_model_name)
 
 
 if __name__ == "__main__":

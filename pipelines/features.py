@@ -25,7 +25,8 @@ def main(log: logging.Logger) -> str:
         frame = transaction_features(frame, params)
     else:
         schema = csv_source.feature_schema(info, frame)
-    schema = with_example(schema, frame)
+    # The class names travel on with the schema, into the model and the service.
+    schema = with_example(schema, frame).model_copy(update={"class_names": info.class_names})
     write_parquet(frame, FEATURES)
     write_json(schema, SCHEMA)
     categorical = len(schema.categorical)

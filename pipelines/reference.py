@@ -37,6 +37,7 @@ def main(log: logging.Logger) -> str:
         package.threshold,
         scored_by=f"{selection.candidate.family}, refitted without the row's day",
         model_run_id=package.run_id or (package.registry.run_id if package.registry else None),
+        model_name=package.registry.name if package.registry else None,
         model_version=package.registry.version if package.registry else None,
         test_metrics={k: float(v) for k, v in (package.metadata.get("test_metrics") or {}).items()},
     )
@@ -44,7 +45,8 @@ def main(log: logging.Logger) -> str:
     write_json(info.model_dump(mode="json"), REFERENCE_INFO)
     flagged = int(table["is_fraud"].sum())
     return (
-        f"{len(table):,} reference rows ({info.positives:,} fraud, {flagged:,} flagged at "
+        f"{len(table):,} reference rows ({info.positives:,} {schema.class_names.positive}, "
+        f"{flagged:,} flagged at "
         f"threshold {package.threshold:.3f}), mean score {scores.mean():.4f}"
     )
 

@@ -20,10 +20,10 @@ def main(log: logging.Logger) -> str:
     write_parquet(split.train, TRAIN_SET)
     write_parquet(split.test, TEST_SET)
     write_json(split.summary, SPLIT_SUMMARY)
-    s = split.summary
+    s, positive = split.summary, schema.class_names.positive
     return (
-        f"{s['protocol']}: train {s['train_rows']:,} rows ({s['train_positives']} fraud), "
-        f"test {s['test_rows']:,} rows ({s['test_positives']} fraud)"
+        f"{s['protocol']}: train {s['train_rows']:,} rows ({s['train_positives']} {positive}), "
+        f"test {s['test_rows']:,} rows ({s['test_positives']} {positive})"
     )
 
 

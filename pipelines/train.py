@@ -182,13 +182,14 @@ def main(log: logging.Logger) -> str:
     parent_id = start_parent_run(all_params, experiment_id)
     log.info("MLflow parent run %s in experiment '%s'", parent_id, params.experiment_name)
     log.info(
-        "%d candidates x %d %s folds = %d fits on %s rows (%.2f%% fraud)",
+        "%d candidates x %d %s folds = %d fits on %s rows (%.2f%% %s)",
         len(to_try),
         len(folds),
         scheme,
         len(to_try) * len(folds),
         f"{len(y):,}",
         100 * positive_share,
+        schema.class_names.positive,
     )
     try:
         results = cross_validate(

@@ -10,10 +10,13 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fraud_detection.params import DEFAULT_MODEL_NAME
+from fraud_detection.registry import champion_uri
 from fraud_detection.workspace import PREDICTION_LOG
 
 ENV_PREFIX = "SERVING_"
-DEFAULT_MODEL_URI = "models:/fraud-detector@champion"
+# `make serve` passes the champion of params.yaml's model (pipelines/champion_uri.py).
+DEFAULT_MODEL_URI = champion_uri(DEFAULT_MODEL_NAME)
 
 
 class SettingsError(ValueError):

@@ -86,23 +86,37 @@ def render(facts: CardFacts) -> str:
 def _header(facts: CardFacts) -> list[str]:
     version = f" v{facts.version}" if facts.version else ""
     alias = f" (alias `{facts.alias}`)" if facts.alias else ""
+    positive, rows = facts.schema.class_names.positive, _rows(facts.schema)
+    simulated = facts.schema.source == "simulator"
+    use = (
+        "Ranking card payments for review by fraud analysts"
+        if simulated
+        else f"Ranking {rows} by their probability of being {positive}, for a person to review"
+    )
+    acted_on = "block a payment or a customer" if simulated else "act on a case"
     return [
         f"# Model card: {facts.name}{version}{alias}",
         "",
         f"**Model.** {facts.candidate}: one scikit-learn pipeline, preprocessing included, "
-        f"returning the probability that a payment is fraud. Decision threshold "
+        f"returning the probability that a {rows[:-1]} is {positive}. Decision threshold "
         f"{facts.threshold:.3f} ({_rule(facts.threshold_rule)}, chosen on out-of-fold "
         "predictions of the training period).",
         "",
-        "**Intended use.** Ranking card payments for review by fraud analysts, and flagging "
-        "those above the threshold. The flag is a reason to look, not a verdict: it is not "
-        "meant to block a payment or a customer without a person's review.",
+        f"**Intended use.** {use}, and flagging those above the threshold. The flag is a "
+        f"reason to look, not a verdict: it is not meant to {acted_on} without a "
+        "person's review.",
         "",
     ]
 
 
+def _rows(schema: FeatureSchema) -> str:
+    """What one row is: a payment for the simulator, a row for a CSV table."""
+    return "payments" if schema.source == "simulator" else "rows"
+
+
 def _data(facts: CardFacts) -> list[str]:
     split, schema = facts.split, facts.schema
+    rows, positives = _rows(schema), _plural(schema.class_names.positive)
     source = (
         "simulated card payments (docs/dataset.md)"
         if schema.source == "simulator"
@@ -112,15 +126,16 @@ def _data(facts: CardFacts) -> list[str]:
     if split.get("protocol") == "period":
         lines += [
             f"- Training: {split['train_period'][0]} to {split['train_period'][1]}, "
-            f"{split['train_rows']:,} payments, {split['train_positives']:,} frauds.",
+            f"{split['train_rows']:,} {rows}, {split['train_positives']:,} {positives}.",
             f"- Test: {split['test_period'][0]} to {split['test_period'][1]}, "
-            f"{split['test_rows']:,} payments, {split['test_positives']:,} frauds "
+            f"{split['test_rows']:,} {rows}, {split['test_positives']:,} {positives} "
             "(after a gap for the label delay; cards known to be compromised removed).",
         ]
     else:
         lines += [
-            f"- Training: {split['train_rows']:,} rows, {split['train_positives']:,} frauds.",
-            f"- Test (held out): {split['test_rows']:,} rows, {split['test_positives']:,} frauds.",
+            f"- Training: {split['train_rows']:,} rows, {split['train_positives']:,} {positives}.",
+            f"- Test (held out): {split['test_rows']:,} rows, "
+            f"{split['test_positives']:,} {positives}.",
         ]
     lines += ["", f"Inputs ({len(schema.features)}):", ""]
     lines += [
@@ -131,7 +146,7 @@ def _data(facts: CardFacts) -> list[str]:
 
 
 def _performance(facts: CardFacts) -> list[str]:
-    m = facts.metrics
+    m, names = facts.metrics, facts.schema.class_names
     lines = [
         "## Performance",
         "",
@@ -153,8 +168,9 @@ def _performance(facts: CardFacts) -> list[str]:
         lines += [
             "",
             f"On the test period the threshold catches {int(m['true_positives']):,} of "
-            f"{int(m['true_positives'] + m['false_negatives']):,} frauds and flags "
-            f"{int(m['false_positives']):,} genuine payments.",
+            f"{int(m['true_positives'] + m['false_negatives']):,} {_plural(names.positive)} "
+            f"and flags {int(m['false_positives']):,} {names.negative} "
+            f"{_rows(facts.schema)}.",
         ]
     return [*lines, ""]
 
@@ -173,7 +189,8 @@ def _fairness(facts: CardFacts) -> list[str]:
     lines += [
         "Test period, customers grouped by the quartile of their average payment:",
         "",
-        "| customers | payments | frauds | flagged | precision | recall |",
+        f"| customers | payments | {_plural(facts.schema.class_names.positive)} | flagged | "
+        "precision | recall |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
@@ -186,23 +203,36 @@ def _fairness(facts: CardFacts) -> list[str]:
 
 def _limitations(facts: CardFacts) -> list[str]:
     simulated = facts.schema.source == "simulator"
+    positive = facts.schema.class_names.positive
     lines = ["## Limitations", ""]
     if simulated:
-        lines.append(
+        lines += [
             "- Trained and tested on simulated payments: the fraud patterns are the "
-            "simulator's three. A real deployment needs real data and a new evaluation."
+            "simulator's three. A real deployment needs real data and a new evaluation.",
+            "- Fraud labels arrive after an investigation (the features assume 7 days): "
+            "recent performance is only known later, so drift is watched on the inputs and "
+            "the score (docs/monitoring.md).",
+            "- Patterns absent from training (such as card testing) can go unflagged; the "
+            "drift monitor's replay shows one.",
+        ]
+    else:
+        lines.append(
+            f"- Tested once on held-out rows of the same file: {positive} patterns that "
+            "the file does not hold, or that change later, can go unflagged; watch the "
+            "inputs and the score for drift (docs/monitoring.md)."
         )
     lines += [
-        "- Fraud labels arrive after an investigation (the features assume 7 days): "
-        "recent performance is only known later, so drift is watched on the inputs and "
-        "the score (docs/monitoring.md).",
-        "- Patterns absent from training (such as card testing) can go unflagged; the "
-        "drift monitor's replay shows one.",
-        "- The threshold trades missed fraud against analysts' time; it was set on the "
-        "training period and should be revisited when the costs or the fraud rate change.",
+        f"- The threshold trades missed {positive} cases against reviewers' time; it was "
+        f"set on the training period and should be revisited when the costs or the share "
+        f"of {positive} change.",
         "",
     ]
     return lines
+
+
+def _plural(word: str) -> str:
+    """``fraud`` -> ``frauds``: the count of a class, as the card's tables write it."""
+    return word if word.endswith("s") else f"{word}s"
 
 
 def _rule(rule: str) -> str:

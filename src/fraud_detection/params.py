@@ -16,6 +16,10 @@ from pydantic_core import ErrorDetails
 
 from fraud_detection import workspace
 from fraud_detection.errors import ParamsError
+from fraud_detection.schema import ClassNames
+
+# The registry name of the model (serving's default URI is this model's champion).
+DEFAULT_MODEL_NAME = "fraud-detector"
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -93,6 +97,8 @@ class CsvParams(Section):
 
 class DataParams(Section):
     source: Literal["simulator", "csv"] = "simulator"
+    # The words for the two classes in logs, reports and the model card.
+    class_names: ClassNames = ClassNames()
     simulator: SimulatorParams = SimulatorParams()
     csv: CsvParams = CsvParams()
 
@@ -207,7 +213,7 @@ class ThresholdParams(Section):
 
 
 class EvaluateParams(Section):
-    registered_model_name: str = Field("fraud-detector", min_length=1)
+    registered_model_name: str = Field(DEFAULT_MODEL_NAME, min_length=1)
     threshold: ThresholdParams = ThresholdParams()
     # Cards per day for card precision top-k (CP@k), simulator data only.
     top_k_cards: PositiveInt = 100

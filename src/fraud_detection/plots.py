@@ -19,6 +19,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from fraud_detection.schema import ClassNames
+
 MAX_CURVE_POINTS = 400
 
 
@@ -53,10 +55,10 @@ def roc_figure(y_true: ArrayLike, proba: ArrayLike, title: str) -> Figure:
     return figure
 
 
-def confusion_figure(matrix: np.ndarray, threshold: float) -> Figure:
+def confusion_figure(matrix: np.ndarray, threshold: float, labels: ClassNames) -> Figure:
     figure = _figure(4.5, 4.0)
     axes = figure.add_subplot()
-    ConfusionMatrixDisplay(matrix, display_labels=["genuine", "fraud"]).plot(
+    ConfusionMatrixDisplay(matrix, display_labels=[labels.negative, labels.positive]).plot(
         ax=axes, values_format="d", colorbar=False
     )
     axes.set_title(f"Test confusion matrix at threshold {threshold:.3f}")

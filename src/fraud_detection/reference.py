@@ -40,6 +40,8 @@ class ReferenceInfo(BaseModel):
     period_end: str | None
     scored_by: str
     model_run_id: str | None = None
+    # The registry name of the model (evaluate.registered_model_name), when it has one.
+    model_name: str | None = None
     # The registry version of the model the reference was built for, when it has one: the
     # monitor judges only predictions of that version (another model scores differently).
     model_version: str | None = None
@@ -50,7 +52,7 @@ class ReferenceInfo(BaseModel):
 def held_out_scores(
     pipeline: Any, frame: pd.DataFrame, schema: FeatureSchema, *, seed: int, n_jobs: int = -1
 ) -> NDArray[np.float64]:
-    """Each row's fraud probability from ``pipeline`` fitted without that row's fold.
+    """Each row's positive-class probability from ``pipeline`` fitted without its fold.
 
     Time-stamped data is split by calendar day (one day per fold, up to ``MAX_FOLDS``
     folds), or into blocks of consecutive time when it spans less than two days or its
@@ -106,6 +108,7 @@ def reference_info(
     scored_by: str,
     model_run_id: str | None,
     test_metrics: dict[str, float],
+    model_name: str | None = None,
     model_version: str | None = None,
 ) -> ReferenceInfo:
     period: list[str | None] = [None, None]
@@ -121,6 +124,7 @@ def reference_info(
         period_end=period[1],
         scored_by=scored_by,
         model_run_id=model_run_id,
+        model_name=model_name,
         model_version=model_version,
         test_metrics=test_metrics,
     )

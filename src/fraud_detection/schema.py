@@ -34,6 +34,17 @@ class Feature(BaseModel):
     categories: list[str] | None = None
 
 
+class ClassNames(BaseModel):
+    """The words logs, reports and the model card use for the two classes (params.yaml's
+    data.class_names): the defaults fit the simulator, a CSV of loan defaults or
+    insurance claims names its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    positive: str = Field("fraud", min_length=1)
+    negative: str = Field("genuine", min_length=1)
+
+
 class FeatureSchema(BaseModel):
     """Names, kinds and target of a dataset's model inputs, plus the columns around them."""
 
@@ -44,8 +55,10 @@ class FeatureSchema(BaseModel):
     source: Literal["simulator", "csv"]
     features: list[Feature] = Field(min_length=1)
     target: str
-    # The raw label that means fraud; the stored target column is always 0/1.
+    # The raw label of the positive class; the stored target column is always 0/1.
     positive_label: bool | int | str = 1
+    # What the classes are called (travels with the model, so the service knows too).
+    class_names: ClassNames = ClassNames()
     # Orders rows in time (simulator: TX_DATETIME); None for data without time.
     time_column: str | None = None
     # The card/customer a row belongs to (used by card precision top-k); optional.

@@ -88,13 +88,14 @@ def make_folds(
     """Folds over rows already sorted by time (for the time scheme).
 
     Checks that every validation fold holds both classes and every training fold at least
-    ``min_train_positives`` frauds, so each metric is defined and every sampler can run.
+    ``min_train_positives`` positive rows, so each metric is defined and every sampler can run.
     """
     scheme = scheme_for(params, has_time)
     positives = int(y.sum())
     if positives < params.n_splits:
         raise DataValidationError(
-            f"the training set has {positives} fraud row(s), fewer than train.cv.n_splits="
+            f"the training set has {positives} positive row(s) (target 1), fewer than "
+            f"train.cv.n_splits="
             f"{params.n_splits}; lower n_splits or use more data"
         )
     splitter: Any = (
@@ -109,7 +110,7 @@ def make_folds(
         train_positives = int(y[train_rows].sum())
         if validation_positives in (0, len(validation_rows)):
             raise DataValidationError(
-                f"{scheme} fold {number} has {validation_positives} fraud(s) in its "
+                f"{scheme} fold {number} has {validation_positives} positive row(s) in its "
                 f"{len(validation_rows)} validation rows; it needs both classes. Lower "
                 "train.cv.n_splits or lengthen the training period"
             )
@@ -117,7 +118,7 @@ def make_folds(
             why = " (SMOTE's k_neighbors + 1)" if min_train_positives > 1 else ""
             fix = " or train.smote.k_neighbors" if min_train_positives > 1 else ""
             raise DataValidationError(
-                f"{scheme} fold {number} trains on {train_positives} fraud(s); at least "
+                f"{scheme} fold {number} trains on {train_positives} positive row(s); at least "
                 f"{min_train_positives} are needed{why}. Lower train.cv.n_splits{fix}"
             )
         folds.append((train_rows.astype(np.int64), validation_rows.astype(np.int64)))

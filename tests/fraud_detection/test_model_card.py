@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fraud_detection.model_card import CardFacts, render, spending_segments
-from fraud_detection.schema import FeatureSchema, numeric_feature
+from fraud_detection.schema import ClassNames, FeatureSchema, numeric_feature
 
 SCHEMA = FeatureSchema(
     source="simulator",
@@ -128,3 +128,26 @@ def test_csv_card_has_no_periods_and_says_why_there_are_no_groups() -> None:
 @pytest.mark.parametrize(("rule", "shown"), [("min_cost", "lowest expected cost")])
 def test_threshold_rule_is_named(rule: str, shown: str) -> None:
     assert f"({shown}" in render(facts(threshold_rule=rule))
+
+
+def test_a_csv_card_speaks_of_its_own_classes() -> None:
+    """A loan-default table's card says what its rows and classes are, and never fraud."""
+    schema = FeatureSchema(
+        source="csv",
+        target="default",
+        positive_label="Yes",
+        class_names=ClassNames(positive="default", negative="repaid"),
+        features=[numeric_feature("income", "yearly income", minimum=0)],
+    )
+    split = {
+        "protocol": "holdout",
+        "train_rows": 8000,
+        "train_positives": 264,
+        "test_rows": 2000,
+        "test_positives": 66,
+    }
+    card = render(facts(name="credit-default", schema=schema, split=split, segments=None))
+    assert "fraud" not in card.lower()
+    assert "the probability that a row is default" in card
+    assert "Training: 8,000 rows, 264 defaults." in card
+    assert "catches 234 of 387 defaults and flags 19 repaid rows" in card

@@ -91,7 +91,8 @@ def test_too_few_positives_for_the_folds():
     y = np.zeros(100, dtype=np.int64)
     y[[10, 50, 90]] = 1
     with pytest.raises(
-        DataValidationError, match=r"3 fraud row\(s\), fewer than train\.cv\.n_splits=4"
+        DataValidationError,
+        match=r"3 positive row\(s\) \(target 1\), fewer than train\.cv\.n_splits=4",
     ):
         make_folds(y, CrossValidationParams(n_splits=4), has_time=False, seed=0)
 
@@ -100,7 +101,7 @@ def test_time_fold_without_fraud_is_reported():
     y = np.zeros(100, dtype=np.int64)
     y[80:90] = 1  # every fraud at the end: the first validation blocks have none
     with pytest.raises(
-        DataValidationError, match=r"time fold 0 has 0 fraud\(s\) in its 20 validation rows"
+        DataValidationError, match=r"time fold 0 has 0 positive row\(s\) in its 20 validation rows"
     ):
         make_folds(y, CrossValidationParams(n_splits=4), has_time=True, seed=0)
 
@@ -112,7 +113,7 @@ def test_too_few_training_positives_for_smote():
     params = CrossValidationParams(n_splits=4)
     assert len(make_folds(y, params, has_time=True, seed=0, min_train_positives=1)) == 4
     with pytest.raises(
-        DataValidationError, match=r"time fold 0 trains on 1 fraud\(s\); at least 2"
+        DataValidationError, match=r"time fold 0 trains on 1 positive row\(s\); at least 2"
     ):
         make_folds(y, params, has_time=True, seed=0, min_train_positives=2)
 

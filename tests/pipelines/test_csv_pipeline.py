@@ -61,13 +61,27 @@ def mixed_types(rows: int, seed: int) -> pd.DataFrame:
     return frame
 
 
+def loans(rows: int, seed: int) -> pd.DataFrame:
+    """A credit-default table: Yes/No target, no time, no cards."""
+    rng = np.random.default_rng(seed)
+    income = rng.lognormal(10.5, 0.5, rows).round(-2)
+    debt_ratio = rng.beta(2, 5, rows).round(3)
+    risk = 4 * debt_ratio - (income - 36_000) / 30_000 + rng.normal(scale=0.4, size=rows)
+    default = np.where(risk > np.quantile(risk, 0.95), "Yes", "No")
+    return pd.DataFrame({"income": income, "debt_ratio": debt_ratio, "default": default})
+
+
 CASES: dict[str, tuple[Any, dict[str, Any]]] = {
     "creditcard": (creditcard_like, {"target": "Class", "time_column": "Time"}),
     "mixed": (
         mixed_types,
         {"target": "outcome", "positive_label": "fraud", "drop_columns": ["payment_id"]},
     ),
+    # Written as a user would: `positive_label: Yes`, unquoted (see csv_project).
+    "loans": (loans, {"target": "default", "positive_label": "Yes"}),
 }
+# The loans' own words and registry name, where the others keep the defaults.
+LOAN_NAMES = {"class_names": {"positive": "default", "negative": "repaid"}}
 
 
 def csv_project(root: Path, case: str) -> Project:
@@ -78,6 +92,7 @@ def csv_project(root: Path, case: str) -> Project:
             "data": {
                 "source": "csv",
                 "csv": {"path": "data/external/payments.csv", **csv_params},
+                **(LOAN_NAMES if case == "loans" else {}),
             },
             "train": {
                 "experiment_name": f"csv-{case}",
@@ -88,6 +103,10 @@ def csv_project(root: Path, case: str) -> Project:
         },
     )
     project = make_project(root, params)
+    params_file = project.path("params.yaml")
+    params_file.write_text(
+        params_file.read_text().replace("positive_label: 'Yes'", "positive_label: Yes")
+    )
     make_rows(3000, seed=1).to_csv(project.path("data/external/payments.csv"), index=False)
     return project
 
@@ -98,7 +117,7 @@ def csv_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Project]:
     runs = {}
     for case in sorted(CASES):
         project = csv_project(tmp_path_factory.mktemp(case), case)
-        project.run("dvc", "repro")
+        (project.root / "repro.log").write_text(project.run("dvc", "repro").stdout)
         runs[case] = project
     return runs
 
@@ -117,6 +136,24 @@ def test_csv_pipeline_trains_and_registers(csv_runs: dict[str, Project], case: s
     assert split["protocol"] == expected
     mlflow.set_tracking_uri(project.tracking_uri)
     assert mlflow.MlflowClient().get_model_version_by_alias(f"csv-{case}", "champion")
+
+
+def test_a_loan_table_speaks_of_defaults_and_serves_its_own_name(
+    csv_runs: dict[str, Project],
+) -> None:
+    """`positive_label: Yes` (unquoted) names the Yes rows; the logs, the plots and the card
+    use the table's words; `make serve` serves the champion params.yaml names."""
+    project = csv_runs["loans"]
+    assert "positive_label: Yes\n" in project.path("params.yaml").read_text()
+    log = project.path("repro.log").read_text()
+    positives = int((loans(3000, seed=1)["default"] == "Yes").sum())
+    assert f"3,000 rows, {positives:,} default (5.00%) from csv" in log
+    assert "fraud" not in log.lower()
+    assert "fraud" not in project.path("reports/evaluate/model_card.md").read_text().lower()
+    schema = json.loads(project.path("data/features/schema.json").read_text())
+    assert schema["class_names"] == {"positive": "default", "negative": "repaid"}
+    uri = project.run("python", "-m", "pipelines.champion_uri").stdout.strip()
+    assert uri == "models:/csv-loans@champion"
 
 
 def test_mixed_types_keep_their_kinds_and_tolerate_gaps(csv_runs: dict[str, Project]) -> None:

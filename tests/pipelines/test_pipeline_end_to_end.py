@@ -174,6 +174,38 @@ def test_second_repro_does_nothing(tiny_project: Project) -> None:
     assert time.perf_counter() - started < 30
 
 
+@pytest.mark.parametrize(
+    ("module", "stages"),
+    [
+        # refit_for_serving: what the shipped model is made of.
+        ("src/fraud_detection/modeling.py", {"train", "evaluate", "reference"}),
+        (
+            "src/fraud_detection/io/model_package.py",
+            {"train", "evaluate", "reference", "monitor_baseline"},
+        ),
+        ("serving/routers/predict.py", {"monitor_baseline"}),
+    ],
+)
+def test_a_change_to_an_imported_module_reruns_its_stages(
+    tiny_project: Project, module: str, stages: set[str]
+) -> None:
+    """DVC itself sees the change: the stages that run the module, and only those."""
+    path = tiny_project.path(module)
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# changed\n")
+        status = json.loads(tiny_project.run("dvc", "status", "--json").stdout)
+        changed = {
+            name
+            for name, entries in status.items()
+            if any("changed deps" in str(e) for e in entries)
+        }
+        assert changed == stages
+    finally:
+        path.write_text(original)
+    assert json.loads(tiny_project.run("dvc", "status", "--json").stdout) == {}
+
+
 def test_plots_render(tiny_project: Project) -> None:
     tiny_project.run("dvc", "plots", "show")
     html = tiny_project.path("dvc_plots/index.html").read_text()

@@ -98,7 +98,7 @@ def _binary_target(values: pd.Series, params: CsvParams) -> pd.Series:
         if not as_text <= {"0", "1", "0.0", "1.0", "true", "false"}:
             raise DataValidationError(
                 f"target column '{name}' has values {_show(distinct)}, not 0/1; set "
-                "data.csv.positive_label to the value that means fraud"
+                "data.csv.positive_label to the value of the positive class (the rows to flag)"
             )
         target = values.map(lambda v: str(v).strip().lower() in {"1", "1.0", "true"})
     else:
@@ -125,11 +125,11 @@ def _check_both_classes(target: pd.Series, name: str) -> None:
         only = 1 if positives else 0
         raise DataValidationError(
             f"target column '{name}' holds a single class ({only} in all {len(target)} rows); "
-            "a classifier needs examples of both fraud and genuine rows"
+            "a classifier needs rows of both classes"
         )
     if positives < MIN_POSITIVES:
         raise DataValidationError(
-            f"target column '{name}' has only {positives} fraud row(s); at least "
+            f"target column '{name}' has only {positives} positive row(s); at least "
             f"{MIN_POSITIVES} are needed to hold some out for testing"
         )
 

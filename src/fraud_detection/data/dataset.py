@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from fraud_detection.schema import ClassNames
+
 
 class DatasetInfo(BaseModel):
     """Describes ``dataset.parquet``: where it came from and the role of each column."""
@@ -15,6 +17,7 @@ class DatasetInfo(BaseModel):
     source: Literal["simulator", "csv"]
     target: str
     positive_label: bool | int | str = 1
+    class_names: ClassNames = ClassNames()
     time_column: str | None = None
     group_column: str | None = None
     numeric: list[str] = []
@@ -25,5 +28,5 @@ class DatasetInfo(BaseModel):
     positives: int
 
     @property
-    def fraud_share(self) -> float:
+    def positive_share(self) -> float:
         return self.positives / self.rows if self.rows else 0.0

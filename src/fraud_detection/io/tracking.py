@@ -36,11 +36,11 @@ from fraud_detection.io.model_package import (
     RegistryInfo,
     write_registry_info,
 )
+from fraud_detection.registry import CHALLENGER, CHAMPION
 from fraud_detection.schema import FeatureSchema
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
-CHAMPION, CHALLENGER = "champion", "challenger"
 # Version tags the promotion rule reads back.
 TEST_AP_TAG = "test_average_precision"
 DATA_TAG = "data_fingerprint"

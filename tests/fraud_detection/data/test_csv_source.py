@@ -42,7 +42,7 @@ def test_creditcard_like_table():
     assert info.categorical == []
     assert info.rows == 40
     assert info.positives == 4
-    assert info.fraud_share == pytest.approx(0.1)
+    assert info.positive_share == pytest.approx(0.1)
     assert list(clean.columns) == [*info.numeric, "Class"]
     assert clean["Class"].dtype == np.int8
     assert clean["Class"].tolist() == raw["Class"].tolist()
@@ -201,7 +201,7 @@ def test_single_class():
 def test_a_single_positive_is_not_enough():
     raw = creditcard_like().assign(Class=0)
     raw.loc[7, "Class"] = 1
-    with pytest.raises(DataValidationError, match=r"only 1 fraud row"):
+    with pytest.raises(DataValidationError, match=r"only 1 positive row"):
         prepare_csv(raw, CsvParams())
 
 
