@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 
 from fraud_detection.errors import ModelLoadError
 from serving.batcher import MicroBatcher
@@ -39,11 +40,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app; ``settings`` default to the ``SERVING_*`` environment variables."""
     settings = settings or load_settings()
     metrics = ServiceMetrics()
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the service itself (fastapi-offline's
+    # bundled copies, under /static-offline-docs): FastAPI's own pages load them from
+    # cdn.jsdelivr.net and are blank on an air-gapped machine. ReDoc without Google Fonts;
+    # no validatorUrl, or Swagger UI would call validator.swagger.io whenever the service
+    # is reached under a non-local hostname.
+    app = FastAPIOffline(
         title="Fraud detection API",
         version="1",
         description=DESCRIPTION,
         lifespan=_lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -73,11 +80,23 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             (model, "validation") for model in app.state.body_models
         ]
         if models:
-            _, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")
+            _, definitions = models_json_schema(
+                models,
+                ref_template="#/components/schemas/{model}",
+                schema_generator=_SchemaInOrder,
+            )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(definitions.get("$defs", {}))
         app.openapi_schema = document
     return app.openapi_schema
+
+
+class _SchemaInOrder(GenerateJsonSchema):
+    """Pydantic sorts a JSON schema's keys, the example transaction's too: /docs would show
+    the features alphabetically. Keep the feature schema's order, as the README's curl."""
+
+    def sort(self, value: JsonSchemaValue, parent_key: str | None = None) -> JsonSchemaValue:
+        return value
 
 
 @asynccontextmanager

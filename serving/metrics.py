@@ -133,6 +133,12 @@ def _endpoint(scope: Scope, status: int) -> str:
     route = scope.get("route")
     if route is not None:
         return str(getattr(route, "path", "unmatched"))
-    # /docs and /openapi.json are plain routes without a template in the scope; unknown
-    # paths (404) share one label so a scanner cannot create a series per URL.
-    return "unmatched" if status == 404 else str(scope["path"])
+    # /openapi.json is a plain route without a template in the scope; unknown paths (404)
+    # share one label so a scanner cannot create a series per URL.
+    if status == 404:
+        return "unmatched"
+    if "app_root_path" in scope:
+        # Inside a mount (the docs pages' files): one label for the mount, or a POST to
+        # /static-offline-docs/<anything> (405) would make a series per URL.
+        return f"{scope['root_path'].removeprefix(scope['app_root_path'])}/{{path}}"
+    return str(scope["path"])

@@ -256,7 +256,7 @@ def _disagreements(section: type[pydantic.BaseModel], raw: Any, prefix: str) -> 
             problems.append(f"{key}: missing from params.yaml")
         elif isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
             problems += _disagreements(annotation, raw[name], f"{key}.")
-        elif not field.is_required():
+        elif not field.is_required() and annotation is not None:
             default = field.get_default(call_default_factory=True)
             written = pydantic.TypeAdapter(annotation).validate_python(raw[name])
             if written != default:

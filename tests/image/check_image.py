@@ -5,7 +5,7 @@
 Builds the image from the repository (build/model must hold an exported model), runs it
 detached on a free port, waits for /ready, checks /health, /ready, /predict, /predict/batch,
 /model, /metrics and the image's HEALTHCHECK, checks that it runs as a non-root user and
-holds no training or monitoring packages, stops it with SIGTERM and checks that it exits
+holds no training, monitoring or CUDA packages, stops it with SIGTERM and checks that it exits
 with 0 after closing the prediction log. Then it runs the docs' Docker commands (the
 blocks marked `<!-- docs-check: docker -->`, tests/docs_commands.py) with this engine and
 this image, and sends every container they start the docs' curl commands (the blocks
@@ -62,8 +62,18 @@ BATCH_ROWS = 100
 # Packages the serving image must not contain (training, monitoring, dev tools).
 ABSENT = ("mlflow", "dvc", "evidently", "pytest", "imblearn", "matplotlib")
 # ... and the ones it must: the model's stack, the boosters included (any champion may be
-# one; LightGBM also needs the system's OpenMP library, which the slim base lacks).
-PRESENT = ("fraud_detection", "serving", "sklearn", "xgboost", "lightgbm", "treelite", "uvicorn")
+# one; LightGBM also needs the system's OpenMP library, which the slim base lacks), and
+# the bundled Swagger UI and ReDoc that /docs and /redoc load without internet.
+PRESENT = (
+    "fraud_detection",
+    "serving",
+    "sklearn",
+    "xgboost",
+    "lightgbm",
+    "treelite",
+    "uvicorn",
+    "fastapi_offline",
+)
 # Podman without systemd logs this on every run/stop of an image with a HEALTHCHECK;
 # the check still works when run by hand (podman healthcheck run).
 NOISE = re.compile(r"unable to get systemd connection|healthcheck.*systemd")
@@ -391,12 +401,16 @@ for name in absent + present:
         found[name] = True
     except (ModuleNotFoundError, OSError):  # OSError: a shared library it links is missing
         found[name] = False
+# CUDA distributions (the GPU builds of a booster pull them in): the image is CPU-only.
+from importlib import metadata
+names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in metadata.distributions()}
+cuda = sorted(n for n in names if n.startswith("nvidia-") or n.endswith(("-cu12", "-cu13")))
 import numpy as np, xgboost, lightgbm
 X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
 p = xgboost.XGBClassifier(n_estimators=3, n_jobs=1).fit(X, y).predict_proba(X)
 q = lightgbm.LGBMClassifier(n_estimators=3, min_child_samples=2, verbose=-1).fit(X, y)
-print(json.dumps({"found": found, "xgboost": xgboost.__version__, "xgb_rows": len(p),
-                  "lgbm_rows": len(q.predict_proba(X))}))
+print(json.dumps({"found": found, "cuda": cuda, "xgboost": xgboost.__version__,
+                  "xgb_rows": len(p), "lgbm_rows": len(q.predict_proba(X))}))
 """
 
 
@@ -417,11 +431,13 @@ def _check_packages(engine: Engine, name: str) -> None:
     missing = [package for package in PRESENT if not found[package]]
     _expect(not unwanted, "packages", f"the image holds {', '.join(unwanted)}")
     _expect(not missing, "packages", f"the image lacks {', '.join(missing)}")
+    cuda = probe["cuda"]
+    _expect(not cuda, "packages", f"the image holds CUDA distributions: {', '.join(cuda)}")
     _expect(probe["xgb_rows"] == 40, "packages", f"xgboost did not predict: {probe}")
     _expect(probe["lgbm_rows"] == 40, "packages", f"lightgbm did not predict: {probe}")
     print(
-        f"packages ok: no {', '.join(ABSENT)}; xgboost {probe['xgboost']} and lightgbm train "
-        "and predict",
+        f"packages ok: no {', '.join(ABSENT)}, no CUDA; xgboost {probe['xgboost']} and "
+        "lightgbm train and predict",
         flush=True,
     )
 
