@@ -143,8 +143,13 @@ bench-serving: $(INSTALLED) ## Measure the service against `mlflow models serve`
 replay: $(INSTALLED) ## Send a week of simulated production traffic to the service (SCENARIO=... for drift)
 	python -m monitoring.replay $(foreach name,$(SCENARIO),--scenario $(name)) $(REPLAY_ARGS)
 
-monitor: $(INSTALLED) ## Drift report on the last 24 h of the prediction log; exit 1 on drift, 2 if it cannot run
-	python -m monitoring $(MONITOR_ARGS)
+# make exits 2 whenever a recipe fails: the line below says which of the monitor's own
+# codes it was. Schedulers should run `python -m monitoring` itself (exit 1 = drift).
+monitor: $(INSTALLED) ## Drift report on the last 24 h of the prediction log (make exits 2 on drift or error)
+	python -m monitoring $(MONITOR_ARGS) || { code=$$?; echo "make monitor: the monitor \
+	exited $$code ($$( [ $$code -eq 1 ] && echo drift || echo 'it could not run')); make \
+	itself exits 2 for any failure: run python -m monitoring for the monitor's own code" >&2; \
+	exit $$code; }
 
 monitor-ui: $(INSTALLED) ## Add a monitor run to an Evidently UI workspace and serve the UI on :8001
 	python -m monitoring --workspace reports/monitoring/workspace $(MONITOR_ARGS) || [ $$? -eq 1 ]

@@ -215,13 +215,46 @@ def packages_for(where: str) -> list[str]:
     return list(dict.fromkeys(p for name in names if name for p in name.split()))
 
 
+def markdown_table() -> str:
+    """The README's prerequisites table (tests/test_docs.py checks the README holds it)."""
+    head = ["| what | why | " + " | ".join(PLATFORM_NAMES[p] for p in PLATFORMS) + " |"]
+    head.append("| --- | --- |" + " --- |" * len(PLATFORMS))
+    rows = {
+        "python": [
+            f"Python {VERSION} to {PYTHON_BELOW[0]}.{PYTHON_BELOW[1] - 1}",
+            "the interpreter (`make PYTHON=python3.12 ...` picks another)",
+            "`python3`",
+            "`python3`",
+            "`brew install python@3.12`",
+        ]
+    }
+    for need in NEEDS[1:]:
+        # OpenMP has a need per system and one row in the table.
+        name = "the OpenMP runtime" if "OpenMP" in need.name else need.name
+        cells = [_cell(need, where) for where in PLATFORMS]
+        rows.setdefault(name, [name, need.why.split(";")[0], *cells])
+    return "\n".join(head + [f"| {' | '.join(cells)} |" for cells in rows.values()])
+
+
+def _cell(need: Need, where: str) -> str:
+    package = need.packages.get(where)
+    if package:
+        return f"`{package}`"
+    how = need.preinstalled.get(where, "included")
+    return f"`{how}`" if " -" in how or how.startswith("brew ") else how
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--report", action="store_true", help="show every check, found or not")
     cli.add_argument(
         "--packages", choices=PLATFORMS, help="print the system packages the project needs"
     )
+    cli.add_argument("--markdown", action="store_true", help="print the README's table")
     args = cli.parse_args(argv)
+    if args.markdown:
+        print(markdown_table())
+        return 0
     if args.packages:
         print(" ".join(packages_for(args.packages)))
         return 0

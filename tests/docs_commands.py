@@ -64,7 +64,8 @@ LONG_RUNNING: dict[str, tuple[str, str]] = {
 }
 # make targets that need a container engine, and tools with nothing of ours to check.
 ENGINE_TARGETS = frozenset({"docker-build", "docker-run", "test-image"})
-UNCHECKED_TOOLS = frozenset({"echo", "head", "sqlite3", "uv"})
+# The system package managers' lines are checked against the preflight (tests/test_docs.py).
+UNCHECKED_TOOLS = frozenset({"echo", "head", "sqlite3", "uv", "sudo", "xcode-select", "brew"})
 # make variables whose value is passed to one of our CLIs (see the Makefile's recipes).
 CLI_OF_MAKE_VARIABLE = {
     "REPLAY_ARGS": ("-m", "monitoring.replay"),

@@ -4,8 +4,10 @@ generated walkthrough matches its template."""
 
 from __future__ import annotations
 
+import os
 import re
 import string
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,33 @@ def test_the_template_check_catches_a_stale_page() -> None:
     assert pattern.fullmatch("AP 0.705 on 58,931 rows.\n| a | b |\n| 1 | 2 |\n| 3 | 4 |\nend")
     assert not pattern.fullmatch("AP 0.705 on 58,931 rows, edited.\n| a | b |\n| 1 |\nend")
     assert not pattern.fullmatch("AP 0.705 on 58,931 rows.\n| a | b |\n| 1 | 2 |\n")
+
+
+# ------------------------------------------- what the README says the tools also say
+
+
+def test_the_prerequisites_are_the_preflight_s() -> None:
+    from scripts import preflight  # noqa: PLC0415
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert preflight.markdown_table() in readme
+    debian = " ".join(["python3", *preflight.packages_for("debian")])
+    fedora = " ".join(["python3", *preflight.packages_for("fedora")])
+    assert f"sudo apt-get install {debian}   # Debian/Ubuntu" in readme
+    assert f"sudo dnf install {fedora} " in readme
+    assert f"brew install python@3.12 {' '.join(preflight.packages_for('macos'))} " in readme
+
+
+def test_the_make_targets_block_is_make_help() -> None:
+    shown = subprocess.run(
+        ["make", "--no-print-directory", "help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MAKE")},
+    ).stdout
+    targets = re.sub(r"\x1b\[[0-9;]*m", "", shown).split("\n", 2)[2].rstrip()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Make targets", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    assert block.rstrip() == targets
