@@ -10,24 +10,21 @@ those). Needs Chromium (Debian: apt-get install chromium).
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: tests.browser must be importable
+from tests.browser import ARGS as CHROMIUM_ARGS  # noqa: E402
+from tests.browser import find_chromium  # noqa: E402
+
 IMAGES = REPO / "docs" / "images"
-# Without the networking switches Chromium spends its start-up reaching Google's hosts.
+# The browser tests' switches (tests/browser.py), plus the page's size and time to draw.
 FLAGS = [
     "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *CHROMIUM_ARGS,
     "--hide-scrollbars",
     "--window-size=1280,2300",
     "--virtual-time-budget=15000",  # the report draws itself with JavaScript
@@ -55,7 +52,7 @@ def main() -> int:
     cli.add_argument("no_drift", type=Path)
     cli.add_argument("drift", type=Path)
     args = cli.parse_args()
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    browser = find_chromium()
     if browser is None:
         print("needs Chromium: apt-get install chromium", file=sys.stderr)
         return 2
@@ -64,7 +61,7 @@ def main() -> int:
         (args.no_drift, "monitoring-no-drift.png"),
         (args.drift, "monitoring-drift.png"),
     ):
-        screenshot(browser, page, IMAGES / name)
+        screenshot(str(browser), page, IMAGES / name)
         print(IMAGES / name)
     return 0
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from fraud_detection.io.files import parquet_frame
 from fraud_detection.io.model_package import LOCAL_VERSION
 from fraud_detection.params import MonitorParams
 from fraud_detection.reference import DECISION_COLUMN, SCORE_COLUMN, ReferenceInfo
@@ -83,7 +84,7 @@ def load_reference(path: Path) -> Reference:
         )
     try:
         info = ReferenceInfo.model_validate_json(info_path.read_text(encoding="utf-8"))
-        table = pd.read_parquet(path)
+        table = parquet_frame(path)
     except Exception as error:  # pydantic, json and pyarrow each raise their own types
         raise MonitorInputError(
             f"the reference at {path} cannot be read ({type(error).__name__}: {error}); "

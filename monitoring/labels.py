@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fraud_detection.io.files import parquet_frame
 from monitoring.prediction_log import MonitorInputError
 
 LABEL_COLUMNS = ["request_id", "row_index", "label", "available_at"]
@@ -32,7 +33,7 @@ def read_labels(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return no_labels()
     try:
-        frame = pd.read_parquet(path)
+        frame = parquet_frame(path)
     except Exception as error:  # pyarrow raises several types for a damaged file
         raise MonitorInputError(
             f"{path} is not a readable labels file ({type(error).__name__}: {error}); "

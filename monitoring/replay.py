@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from fraud_detection.errors import USER_ERRORS, ParamsError
-from fraud_detection.io.files import atomic_path, load_params, read_parquet
+from fraud_detection.io.files import atomic_path, load_params, parquet_frame, read_parquet
 from fraud_detection.params import Params, ReplayParams, format_validation_error
 from fraud_detection.schema import FeatureSchema
 from fraud_detection.traffic import held_out_traffic, replay_traffic
@@ -224,7 +224,7 @@ def append_labels(path: Path, new: pd.DataFrame) -> None:
     """Add to the labels file in one atomic replace (earlier replays' labels stay)."""
     frames = [new]
     if path.is_file():
-        frames.insert(0, pd.read_parquet(path))
+        frames.insert(0, parquet_frame(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
         pd.concat(frames, ignore_index=True).to_parquet(temporary, index=False)

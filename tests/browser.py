@@ -20,7 +20,7 @@ import pytest
 CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
 INSTALL = "install it with `apt-get install chromium` (Debian/Ubuntu)"
 # As root (containers, CI) Chromium needs --no-sandbox; the rest keeps it from spending its
-# start-up reaching Google's hosts (benchmarks/screenshots.py uses the same switches).
+# start-up reaching Google's hosts (benchmarks/screenshots.py takes them from here).
 ARGS = (
     "--no-sandbox",
     "--disable-gpu",

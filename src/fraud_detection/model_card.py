@@ -221,10 +221,10 @@ def _limitations(facts: CardFacts) -> list[str]:
             "the file does not hold, or that change later, can go unflagged; watch the "
             "inputs and the score for drift (docs/monitoring.md)."
         )
+    missed, reviewers = ("fraud", "analysts'") if simulated else (f"{positive} cases", "reviewers'")
     lines += [
-        f"- The threshold trades missed {positive} cases against reviewers' time; it was "
-        f"set on the training period and should be revisited when the costs or the share "
-        f"of {positive} change.",
+        f"- The threshold trades missed {missed} against {reviewers} time; it was set on the "
+        f"training period and should be revisited when the costs or the {positive} rate change.",
         "",
     ]
     return lines

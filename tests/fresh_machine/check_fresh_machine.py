@@ -44,7 +44,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script: the project's modules must be importable
 from scripts import preflight  # noqa: E402
 from tests.docs_commands import parse_page  # noqa: E402
-from tests.image.check_image import NOISE, Engine, StepError, _container_sh  # noqa: E402
+from tests.image.check_image import (  # noqa: E402
+    NOISE,
+    Engine,
+    StepError,
+    _container_sh,
+    failed,
+)
 
 HERE = Path(__file__).resolve().parent
 IMAGE = "localhost/fraud-detection-fresh-machine:test"
@@ -96,12 +102,8 @@ def main() -> int:
                         figures["tests"] = summary[-1]
         finally:
             engine.podman("rm", "-f", "-t", "0", name, check=False)
-    except StepError as failure:
-        print(f"\ntest-fresh: FAILED at step '{failure.step}': {failure.message}", file=sys.stderr)
-        return 1
-    except Exception as error:  # an unexpected error still names the step it broke
-        print(f"\ntest-fresh: FAILED at step '{step}': {error!r}", file=sys.stderr)
-        return 1
+    except Exception as error:
+        return failed("test-fresh", step, error)
     _report(figures)
     return 0
 

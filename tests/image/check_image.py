@@ -151,14 +151,20 @@ def main() -> int:
             raise StepError(
                 step, f"{figures['size_mb']:.0f} MB, more than --max-size-mb {args.max_size_mb}"
             )
-    except StepError as failure:
-        print(f"\ntest-image: FAILED at step '{failure.step}': {failure.message}", file=sys.stderr)
-        return 1
-    except Exception as error:  # an unexpected error still names the step it broke
-        print(f"\ntest-image: FAILED at step '{step}': {error!r}", file=sys.stderr)
-        return 1
+    except Exception as error:
+        return failed("test-image", step, error)
     _report(figures)
     return 0
+
+
+def failed(check: str, step: str, error: Exception) -> int:
+    """Exit code 1, after one line naming the step that failed (an unexpected error too)."""
+    if isinstance(error, StepError):
+        step, said = error.step, error.message
+    else:
+        said = repr(error)
+    print(f"\n{check}: FAILED at step '{step}': {said}", file=sys.stderr)
+    return 1
 
 
 def _arguments() -> argparse.Namespace:

@@ -19,6 +19,7 @@ import pytest
 from fraud_detection.errors import MissingInputError
 from fraud_detection.io.files import (
     atomic_path,
+    parquet_frame,
     read_json,
     read_parquet,
     write_json,
@@ -295,3 +296,19 @@ def test_sigkill_during_rewrites_leaves_a_complete_file(tmp_path):
     versions = frame["version"].unique()
     assert len(versions) == 1
     leftovers_are_staging_folders(tmp_path, target.name)
+
+
+def test_parquet_frame_reads_what_pandas_reads(tmp_path):
+    """The thread-free reader (see its docstring) gives pandas' own frame, dtypes included."""
+    frame = pd.DataFrame(
+        {
+            "amount": [1.5, np.nan, 3.0],
+            "channel": ["web", None, "shop"],
+            "kind": pd.Categorical(["a", "b", "a"]),
+            "at": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"], utc=True),
+            "flag": np.array([1, 0, 1], dtype=np.int8),
+        }
+    )
+    path = tmp_path / "frame.parquet"
+    frame.to_parquet(path, index=False)
+    pd.testing.assert_frame_equal(parquet_frame(path), pd.read_parquet(path))
