@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from matplotlib.figure import Figure
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
@@ -64,6 +65,7 @@ MODEL = REPO / "models" / "model"
 SELECTION = REPO / "models" / "selection.json"
 SCHEMA = REPO / "data" / "features" / "schema.json"
 LEADERBOARD = REPO / "reports" / "train" / "leaderboard.csv"
+METRICS = REPO / "reports" / "evaluate" / "metrics.json"
 SERVING_RESULTS = REPO / "benchmarks" / "results" / "serving.json"
 TEMPLATE = REPO / "docs" / "walkthrough.in.md"
 OUTPUT = REPO / "docs" / "walkthrough.md"
@@ -244,6 +246,62 @@ def calibration(test: Split, proba: np.ndarray) -> dict[str, Any]:
         "brier": float(brier_score_loss(test[1], proba)),
         "brier_constant": float(brier_score_loss(test[1], np.full(len(proba), test[1].mean()))),
     }
+
+
+def calibration_effects(
+    test_frame: pd.DataFrame, schema: FeatureSchema, champion: Any, params: Params
+) -> dict[str, Any]:
+    """Before/after calibration: per strategy of the champion's model on the leaderboard,
+    and the champion on the test week (metrics.json)."""
+    board = pd.read_csv(LEADERBOARD)
+    selection = Selection.model_validate_json(SELECTION.read_text())
+    family = board[board["model"] == selection.model]
+    metrics = json.loads(METRICS.read_text())
+    step = champion.pipeline[-1]
+    raw = champion.pipeline[:-1]
+    features = test_frame[schema.names]
+    after = champion.pipeline.predict_proba(features)[:, 1]
+    inner = getattr(step, "estimator", step)
+    before = inner.predict_proba(raw.transform(features))[:, 1]
+    cost = params.evaluate.threshold
+    return {
+        "calibration_model": selection.model,
+        "calibration_strategies_table": "\n".join(
+            f"| {row.strategy} | {row.average_precision_mean:.3f} | {row.brier_mean:.5f} | "
+            f"{row.calibrated_brier_mean:.5f} | {row.ece_mean:.5f} | "
+            f"{row.calibrated_ece_mean:.5f} |"
+            for row in family.itertuples()
+        ),
+        "calibrator": metrics_calibrator(),
+        "base_rate": metrics["base_rate"],
+        "test_rate": float(test_frame[schema.target].mean()),
+        "mean_before": float(before.mean()),
+        "mean_after": float(after.mean()),
+        "base_rate_brier": metrics["base_rate_brier"],
+        "brier_before": metrics["uncalibrated_brier"],
+        "brier_after": metrics["brier"],
+        "log_loss_before": metrics["uncalibrated_log_loss"],
+        "log_loss_after": metrics["log_loss"],
+        "ece_bins": int(metrics["ece_bins"]),
+        "ece_before": metrics["uncalibrated_ece"],
+        "ece_after": metrics["ece"],
+        "ap_before": metrics["uncalibrated_average_precision"],
+        "ap_after": metrics["average_precision"],
+        "ap_change": metrics["average_precision"] - metrics["uncalibrated_average_precision"],
+        "cv_ap_std": float(
+            board.loc[board["selection"] == "winner", "average_precision_std"].iloc[0]
+        ),
+        "threshold": metrics["threshold"],
+        "bayes_threshold": cost.cost_false_positive
+        / (cost.cost_false_positive + cost.cost_false_negative),
+        "selection_reason": selection.decision,
+    }
+
+
+def metrics_calibrator() -> str:
+    """The calibrator as the model folder's metadata records it."""
+    text = (MODEL / "MLmodel").read_text()
+    return str(yaml.safe_load(text)["metadata"]["calibration"])
 
 
 def imbalance(train: Split, test: Split, proba: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -446,6 +504,10 @@ def main() -> None:
         ("overfitting", lambda: overfitting(train, test)),
         ("thresholds", lambda: thresholds(test, proba, params)),
         ("calibration", lambda: calibration(test, proba)),
+        (
+            "calibration effects",
+            lambda: calibration_effects(test_frame, schema, champion, params),
+        ),
         ("imbalance", lambda: imbalance(train, test, proba, champion.threshold)),
         ("cross-validation", lambda: cross_validation(train_frame, test_frame, schema)),
         ("unsupervised", lambda: unsupervised(train_frame, features, target)),

@@ -17,8 +17,10 @@ from matplotlib.figure import Figure
 from sklearn.pipeline import Pipeline
 
 from fraud_detection import model_card, plots
+from fraud_detection.calibration import fit_calibrator, with_calibration
 from fraud_detection.evaluation import (
     ThresholdChoice,
+    calibration_report,
     choose_threshold,
     holdout_report,
     importance_table,
@@ -63,7 +65,9 @@ class Evaluation:
     figures: dict[str, Figure]
     importance: pd.DataFrame
     test_y: np.ndarray
-    proba: np.ndarray
+    proba: np.ndarray  # calibrated: what the service answers
+    raw_proba: np.ndarray  # the classifier's own scores, before calibration
+    calibrator: str
     # Precision and recall per spending quartile (the model card's fairness figures).
     segments: pd.DataFrame | None
 
@@ -80,25 +84,35 @@ def evaluate(
 ) -> Evaluation:
     started = time.perf_counter()
     pipeline = selection.unfitted_pipeline(schema)
-    model = refit_for_serving(pipeline, train[schema.names], train[schema.target])
+    raw_model = refit_for_serving(pipeline, train[schema.names], train[schema.target])
     log.info(
         "refit %s on %s rows in %.1f s",
         selection.label,
         f"{len(train):,}",
         time.perf_counter() - started,
     )
+    # The map from scores to probabilities, learned on the winner's out-of-fold scores:
+    # predictions on rows its fold models did not train on, as the test rows will be.
+    calibrator = fit_calibrator(
+        selection.calibration.method, out_of_fold["proba"], out_of_fold["y"]
+    )
+    model = with_calibration(raw_model, calibrator)
+    log.info("calibration: %r on %s out-of-fold scores", calibrator, f"{len(out_of_fold):,}")
 
-    choice = choose_threshold(out_of_fold["y"], out_of_fold["proba"], params.threshold)
+    oof_proba = calibrator.predict(out_of_fold["proba"])
+    choice = choose_threshold(out_of_fold["y"], oof_proba, params.threshold)
     log.info(
-        "threshold %.4f (%s on out-of-fold predictions, F1 %.3f)",
+        "threshold %.4f (%s on calibrated out-of-fold predictions, F1 %.3f)",
         choice.value,
         choice.rule,
         choice.f1,
     )
 
+    raw_proba = raw_model.predict_proba(test[schema.names])[:, 1]
     proba = model.predict_proba(test[schema.names])[:, 1]
     test_y = test[schema.target].to_numpy()
     metrics, matrix = holdout_report(test, schema, proba, choice.value, params)
+    metrics |= calibration_report(test_y, raw_proba, selection.positive_share)
     started = time.perf_counter()
     importance = importance_table(model, test, schema, params, selection.seed)
     log.info("permutation importance in %.1f s", time.perf_counter() - started)
@@ -109,11 +123,26 @@ def evaluate(
         ),
         "roc.png": plots.roc_figure(test_y, proba, f"Test ROC curve: {label}"),
         "confusion_matrix.png": plots.confusion_figure(matrix, choice.value, schema.class_names),
-        "calibration.png": plots.calibration_figure(test_y, proba, f"Test calibration: {label}"),
+        "calibration.png": plots.calibration_figure(
+            test_y,
+            {"before calibration": raw_proba, f"after ({selection.calibration.method})": proba},
+            f"Test reliability: {label}",
+        ),
         "feature_importance.png": plots.importance_figure(importance),
     }
     segments = model_card.spending_segments(test, schema, proba, choice.value)
-    return Evaluation(model, choice, metrics, figures, importance, test_y, proba, segments)
+    return Evaluation(
+        model,
+        choice,
+        metrics,
+        figures,
+        importance,
+        test_y,
+        proba,
+        raw_proba,
+        repr(calibrator),
+        segments,
+    )
 
 
 def write_reports(result: Evaluation) -> None:
@@ -124,7 +153,8 @@ def write_reports(result: Evaluation) -> None:
     curves = {
         "precision_recall.csv": plots.precision_recall_table(result.test_y, result.proba),
         "roc.csv": plots.roc_table(result.test_y, result.proba),
-        "calibration.csv": plots.calibration_table(result.test_y, result.proba),
+        "calibration.csv": plots.reliability_table(result.test_y, result.proba).round(6),
+        "calibration_before.csv": plots.reliability_table(result.test_y, result.raw_proba).round(6),
     }
     for name, table in curves.items():
         write_text(table.to_csv(index=False), CURVES_DIR / name)
@@ -138,6 +168,7 @@ def model_metadata(result: Evaluation, selection: Selection) -> dict[str, Any]:
         "threshold_rule": result.threshold.rule,
         "candidate": selection.label,
         "cv_average_precision": selection.cv_average_precision,
+        "calibration": result.calibrator,
         "test_metrics": {k: round(float(v), 6) for k, v in result.metrics.items()},
     }
 
@@ -156,6 +187,8 @@ def card_facts(
         cv_average_precision=selection.cv_average_precision,
         threshold=result.threshold.value,
         threshold_rule=result.threshold.rule,
+        decision=selection.decision,
+        calibration=result.calibrator,
         metrics=result.metrics,
         split=read_json(SPLIT_SUMMARY, made_by="split"),
         schema=schema,
@@ -194,6 +227,7 @@ def record_in_mlflow(
         params.registered_model_name,
         result.metrics["average_precision"],
         files_fingerprint(TRAIN_SET, TEST_SET),
+        test_brier=result.metrics["brier"],
     )
     # The workspace model says which registry version it is, so the service logs its
     # predictions under that version and the drift reference can be matched to them.

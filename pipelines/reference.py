@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from fraud_detection.calibration import calibrator_of
 from fraud_detection.io.files import read_json, read_parquet, write_json, write_parquet
 from fraud_detection.io.model_package import load_model_package
 from fraud_detection.modeling import Selection
@@ -21,13 +22,15 @@ def main(log: logging.Logger) -> str:
     train = read_parquet(TRAIN_SET, made_by="split")
     check_frame(train, schema, with_target=True)
     started = time.perf_counter()
-    scores = held_out_scores(
-        selection.unfitted_pipeline(schema), train, schema, seed=selection.seed
-    )
+    raw = held_out_scores(selection.unfitted_pipeline(schema), train, schema, seed=selection.seed)
+    # The service answers calibrated probabilities: the reference must hold the same kind.
+    calibrator = calibrator_of(package.pipeline)
+    scores = calibrator.predict(raw)
     log.info(
-        "scored %s training rows with %s refitted without each row's day in %.1f s",
+        "scored %s training rows with %s refitted without each row's day, then %r, in %.1f s",
         f"{len(train):,}",
         selection.candidate.family,
+        calibrator,
         time.perf_counter() - started,
     )
     table = reference_table(train, schema, scores, package.threshold)
@@ -35,7 +38,7 @@ def main(log: logging.Logger) -> str:
         table,
         schema,
         package.threshold,
-        scored_by=f"{selection.candidate.family}, refitted without the row's day",
+        scored_by=f"{selection.candidate.family}, refitted without the row's day, {calibrator!r}",
         model_run_id=package.run_id or (package.registry.run_id if package.registry else None),
         model_name=package.registry.name if package.registry else None,
         model_version=package.registry.version if package.registry else None,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fraud_detection import plots
+from fraud_detection.calibration import check_folds
 from fraud_detection.io import tracking
 from fraud_detection.io.files import (
     load_params,
@@ -25,8 +26,10 @@ from fraud_detection.io.provenance import files_fingerprint, git_commit, params_
 from fraud_detection.modeling import Candidate, Selection, build_pipeline, candidates
 from fraud_detection.params import Params, TrainParams
 from fraud_detection.schema import FeatureSchema, check_frame
+from fraud_detection.selection import Decision, choose
 from fraud_detection.validation import (
     CandidateResult,
+    Fold,
     FoldResult,
     OnFit,
     all_folds,
@@ -82,10 +85,12 @@ def report_fit(log: logging.Logger) -> OnFit:
 
 def log_family_runs(
     results: list[CandidateResult],
+    *,
     experiment_id: str,
     parent_id: str,
     params: TrainParams,
     y: np.ndarray,
+    decision: Decision,
 ) -> None:
     """One child run per model/strategy: its best grid point's folds, plus the whole grid."""
     for family, members in by_family(results).items():
@@ -103,7 +108,7 @@ def log_family_runs(
                 **tracking.flatten("best", candidate.settings),
                 **tracking.flatten("grid", spec.grid),
             },
-            metrics=best.summary(),
+            metrics=best.summary() | decision.calibrated[family],
         )
         for fold in best.folds:
             tracking.log_batch(
@@ -133,18 +138,33 @@ def start_parent_run(all_params: Params, experiment_id: str) -> str:
     )
 
 
+def check_calibration_folds(y: np.ndarray, folds: list[Fold], params: TrainParams) -> None:
+    """Fail before any fit when a validation fold has too few positives to calibrate."""
+    if params.calibration.method == "none":
+        return
+    rows = np.concatenate([validation for _, validation in folds])
+    numbers = np.concatenate([np.full(len(v), i) for i, (_, v) in enumerate(folds)])
+    check_folds(y[rows], numbers, params.calibration.min_positives)
+
+
 def write_outputs(
     results: list[CandidateResult],
-    best: CandidateResult,
+    decision: Decision,
     y: np.ndarray,
     selection: Selection,
     scheme: str,
 ) -> str:
     """Every output file; returns the leaderboard as Markdown."""
+    best = decision.winner
     oof = best.out_of_fold(len(y))
     oof["y"] = y[oof["row"]]
-    board = leaderboard(results)
-    markdown = leaderboard_markdown(board)
+    board = leaderboard(
+        results,
+        calibrated=decision.calibrated,
+        tied=decision.tied,
+        winner=best.candidate.family,
+    )
+    markdown = leaderboard_markdown(board, decision.reason)
     write_parquet(oof, OUT_OF_FOLD)
     write_text(board.to_csv(index=False), LEADERBOARD_CSV)
     write_text(markdown, LEADERBOARD_MD)
@@ -152,8 +172,13 @@ def write_outputs(
     write_text(all_folds(results).to_csv(index=False), CV_FOLDS)
     summary = {k: round(v, 6) for k, v in best.summary().items()}
     n_folds = len(best.folds)
+    calibrated = {k: round(v, 6) for k, v in decision.calibrated[best.candidate.family].items()}
     write_json(
-        {"winner": best.candidate.label, "folds": n_folds, "scheme": scheme} | summary, CV_SUMMARY
+        {"winner": best.candidate.label, "folds": n_folds, "scheme": scheme}
+        | {"decision": decision.reason, "tied": decision.tied}
+        | summary
+        | calibrated,
+        CV_SUMMARY,
     )
     write_json(selection, SELECTION)
     return markdown
@@ -177,6 +202,7 @@ def main(log: logging.Logger) -> str:
         min_train_positives=params.smote.k_neighbors + 1 if uses_smote else 1,
     )
     scheme = scheme_for(params.cv, has_time)
+    check_calibration_folds(y, folds, params)
 
     experiment_id = tracking.connect(params.experiment_name)
     parent_id = start_parent_run(all_params, experiment_id)
@@ -202,22 +228,34 @@ def main(log: logging.Logger) -> str:
             n_jobs=params.n_jobs,
             on_fit=report_fit(log),
         )
-        best = best_result(results)
-        log_family_runs(results, experiment_id, parent_id, params, y)
+        decision = choose(results, y, params.selection, params.calibration)
+        best = decision.winner
+        log_family_runs(
+            results,
+            experiment_id=experiment_id,
+            parent_id=parent_id,
+            params=params,
+            y=y,
+            decision=decision,
+        )
+        log.info("selection: %s", decision.reason)
         selection = Selection.of(
             best.candidate,
             params,
             positive_share=positive_share,
             cv_average_precision=best.mean_average_precision,
+            decision=decision.reason,
+            tied=decision.tied,
             experiment_id=experiment_id,
             parent_run_id=parent_id,
         )
-        markdown = write_outputs(results, best, y, selection, scheme)
+        markdown = write_outputs(results, decision, y, selection, scheme)
+        summary = best.summary() | decision.calibrated[best.candidate.family]
         tracking.log_batch(
             parent_id,
             params=tracking.flatten("train", params.model_dump(mode="json")),
-            metrics={f"cv_{k}": v for k, v in best.summary().items()},
-            tags={"winner": best.candidate.label, "cv_scheme": scheme},
+            metrics={f"cv_{k}": v for k, v in summary.items()},
+            tags={"winner": best.candidate.label, "cv_scheme": scheme, "decision": decision.reason},
         )
         for path in (LEADERBOARD_CSV, LEADERBOARD_MD, CV_RESULTS):
             tracking.log_artifact(parent_id, path, "leaderboard")

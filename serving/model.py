@@ -48,6 +48,7 @@ class LoadedModel:
             "threshold_rule": self.package.metadata.get("threshold_rule"),
             "candidate": self.package.metadata.get("candidate"),
             "cv_average_precision": self.package.metadata.get("cv_average_precision"),
+            "calibration": self.package.metadata.get("calibration"),
             "test_metrics": self.package.metadata.get("test_metrics", {}),
             "scoring": {"method": self.scorer.method, "detail": self.scorer.detail},
             "schema_fingerprint": self.stamp.schema_fingerprint,

@@ -16,6 +16,7 @@ from sklearn.metrics import (
     confusion_matrix,
     confusion_matrix_at_thresholds,
     f1_score,
+    log_loss,
     precision_score,
     recall_score,
     roc_auc_score,
@@ -25,10 +26,52 @@ from sklearn.model_selection import train_test_split
 from fraud_detection.params import EvaluateParams, ThresholdParams
 from fraud_detection.schema import FeatureSchema
 
-# Threshold-free metrics first; average precision is the selection metric.
-RANKING_METRICS = ("average_precision", "roc_auc", "brier")
+# Threshold-free metrics first; average precision is the selection metric. Brier score,
+# log loss and ECE judge the probabilities themselves.
+RANKING_METRICS = ("average_precision", "roc_auc")
+PROBABILITY_METRICS = ("brier", "log_loss", "ece")
 THRESHOLD_METRICS = ("f1", "precision", "recall")
-METRICS = RANKING_METRICS + THRESHOLD_METRICS
+METRICS = RANKING_METRICS + PROBABILITY_METRICS + THRESHOLD_METRICS
+# Expected calibration error over this many equal-width probability bins (0-0.1, ...).
+ECE_BINS = 10
+
+
+def expected_calibration_error(y_true: ArrayLike, proba: ArrayLike, bins: int = ECE_BINS) -> float:
+    """The mean gap between predicted probability and observed positive rate per bin,
+    weighted by the bin's share of rows (equal-width bins, as Guo et al. 2017 define it)."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(proba, dtype=np.float64)
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    gap = np.bincount(which, weights=p - y, minlength=bins)
+    return float(np.abs(gap).sum() / len(p))
+
+
+def probability_scores(y_true: ArrayLike, proba: ArrayLike) -> dict[str, float]:
+    """Brier score, log loss and ECE: how far the probabilities are from the outcomes."""
+    y = np.asarray(y_true)
+    p = np.asarray(proba, dtype=np.float64)
+    return {
+        "brier": float(brier_score_loss(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "ece": expected_calibration_error(y, p),
+    }
+
+
+def calibration_report(
+    y_true: ArrayLike, raw_proba: ArrayLike, base_rate: float
+) -> dict[str, float]:
+    """Test figures beside the calibrated ones: the raw scores' AP and probability scores
+    (``uncalibrated_*``), and the Brier score of always answering the training base rate,
+    the bar any probability has to clear."""
+    y = np.asarray(y_true)
+    raw = probability_scores(y, raw_proba)
+    return {
+        "uncalibrated_average_precision": float(average_precision_score(y, raw_proba)),
+        **{f"uncalibrated_{name}": value for name, value in raw.items()},
+        "base_rate": base_rate,
+        "base_rate_brier": float(brier_score_loss(y, np.full(len(y), base_rate))),
+        "ece_bins": ECE_BINS,
+    }
 
 
 def scores(y_true: ArrayLike, proba: ArrayLike, threshold: float) -> dict[str, float]:
@@ -39,7 +82,7 @@ def scores(y_true: ArrayLike, proba: ArrayLike, threshold: float) -> dict[str, f
     return {
         "average_precision": float(average_precision_score(y, p)),
         "roc_auc": float(roc_auc_score(y, p)),
-        "brier": float(brier_score_loss(y, p)),
+        **probability_scores(y, p),
         "f1": float(f1_score(y, flagged, zero_division=0)),
         "precision": float(precision_score(y, flagged, zero_division=0)),
         "recall": float(recall_score(y, flagged, zero_division=0)),

@@ -250,6 +250,8 @@ Predict = Callable[[Matrix], Matrix]
 
 def _compile_estimator(estimator: Any) -> tuple[Predict, str]:
     kind = type(estimator).__name__
+    if kind == "CalibratedClassifier":
+        return _calibrated(estimator)
     positive = _positive_index(estimator)
     if kind in {"RandomForestClassifier", "ExtraTreesClassifier"}:
         return _forest(estimator, positive), f"{kind} ({_tree_count(estimator)} trees, treelite)"
@@ -260,6 +262,14 @@ def _compile_estimator(estimator: Any) -> tuple[Predict, str]:
         raise Unsupported(f"estimator {kind}")
     compiler, how = _COMPILERS[kind]
     return compiler(estimator, positive), f"{kind} ({how})" if how else kind
+
+
+def _calibrated(estimator: Any) -> tuple[Predict, str]:
+    """The classifier compiled, then the calibrator's own numpy map (the same function
+    the pipeline's predict_proba calls, so calibration adds no difference)."""
+    predict, label = _compile_estimator(estimator.estimator)
+    calibrate = estimator.calibrator.predict
+    return (lambda X: calibrate(predict(X))), f"{label} + {estimator.calibrator!r}"
 
 
 def _tree_count(estimator: Any) -> int:

@@ -33,6 +33,8 @@ class CardFacts:
     cv_average_precision: float
     threshold: float
     threshold_rule: str
+    decision: str  # why the selection rule picked this candidate
+    calibration: str  # the calibrator, as it prints
     metrics: dict[str, float]
     split: dict[str, Any]
     schema: FeatureSchema
@@ -77,6 +79,7 @@ def render(facts: CardFacts) -> str:
             *_header(facts),
             *_data(facts),
             *_performance(facts),
+            *_calibration(facts),
             *_fairness(facts),
             *_limitations(facts),
         ]
@@ -101,6 +104,8 @@ def _header(facts: CardFacts) -> list[str]:
         f"returning the probability that a {rows[:-1]} is {positive}. Decision threshold "
         f"{facts.threshold:.3f} ({_rule(facts.threshold_rule)}, chosen on out-of-fold "
         "predictions of the training period).",
+        "",
+        f"**Why this model.** {facts.decision}.",
         "",
         f"**Intended use.** {use}, and flagging those above the threshold. The flag is a "
         f"reason to look, not a verdict: it is not meant to {acted_on} without a "
@@ -160,7 +165,6 @@ def _performance(facts: CardFacts) -> list[str]:
         ("precision", "test precision at the threshold"),
         ("recall", "test recall at the threshold"),
         ("f1", "test F1 at the threshold"),
-        ("brier", "test Brier score (calibration; lower is better)"),
         ("card_precision_top_100", "card precision top 100 (per day)"),
     ]
     lines += [f"| {label} | {m[key]:.3f} |" for key, label in shown if key in m]
@@ -173,6 +177,42 @@ def _performance(facts: CardFacts) -> list[str]:
             f"{_rows(facts.schema)}.",
         ]
     return [*lines, ""]
+
+
+def _calibration(facts: CardFacts) -> list[str]:
+    """Before and after the calibrator, against the base-rate constant."""
+    m = facts.metrics
+    if "uncalibrated_brier" not in m:
+        return []
+    positive = facts.schema.class_names.positive
+    bins = int(m.get("ece_bins", 10))
+    rows = [
+        ("Brier score", "uncalibrated_brier", "brier", 5),
+        ("log loss", "uncalibrated_log_loss", "log_loss", 4),
+        (f"expected calibration error ({bins} equal-width bins)", "uncalibrated_ece", "ece", 5),
+        ("average precision", "uncalibrated_average_precision", "average_precision", 3),
+    ]
+    lines = [
+        "## Calibration",
+        "",
+        f"The probability the service returns is the classifier's score mapped by "
+        f"`{facts.calibration}`, fitted on the out-of-fold scores of the training period. "
+        "On the test period (lower is better except for AP, which a monotone map barely "
+        "moves):",
+        "",
+        "| measure | before | after |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {name} | {m[a]:.{d}f} | {m[b]:.{d}f} |" for name, a, b, d in rows]
+    lines += [
+        "",
+        f"Always answering the training share of {_plural(positive)} "
+        f"({m['base_rate']:.4f}) scores a Brier of {m['base_rate_brier']:.5f}: the bar a "
+        "probability has to clear to carry information. The reliability diagram is "
+        "`reports/evaluate/plots/calibration.png`.",
+        "",
+    ]
+    return lines
 
 
 def _fairness(facts: CardFacts) -> list[str]:

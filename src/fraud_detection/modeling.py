@@ -35,6 +35,7 @@ from xgboost import XGBClassifier
 
 from fraud_detection.errors import CandidateError
 from fraud_detection.params import (
+    CalibrationParams,
     ModelKind,
     ModelSpec,
     SmoteParams,
@@ -244,8 +245,11 @@ class Selection(BaseModel):
     seed: int
     undersample: UndersampleParams
     smote: SmoteParams
+    calibration: CalibrationParams
     positive_share: float
     cv_average_precision: float
+    decision: str  # why this candidate won (the selection rule's sentence)
+    tied: list[str]  # the model/strategy rows tied with the best CV AP
     experiment_id: str
     parent_run_id: str
 
@@ -257,6 +261,8 @@ class Selection(BaseModel):
         *,
         positive_share: float,
         cv_average_precision: float,
+        decision: str,
+        tied: list[str],
         experiment_id: str,
         parent_run_id: str,
     ) -> Selection:
@@ -270,8 +276,11 @@ class Selection(BaseModel):
             seed=params.seed,
             undersample=params.undersample,
             smote=params.smote,
+            calibration=params.calibration,
             positive_share=positive_share,
             cv_average_precision=cv_average_precision,
+            decision=decision,
+            tied=tied,
             experiment_id=experiment_id,
             parent_run_id=parent_run_id,
         )

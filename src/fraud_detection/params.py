@@ -182,6 +182,28 @@ class SmoteParams(Section):
     k_neighbors: PositiveInt = 5
 
 
+CalibrationMethod = Literal["sigmoid", "isotonic", "none"]
+TieBreak = Literal["brier", "log_loss"]
+
+
+class CalibrationParams(Section):
+    # sigmoid: a logistic fit on the log-odds of the winner's out-of-fold scores (Platt
+    # scaling); isotonic: a monotone step fit; none: ship the raw scores.
+    method: CalibrationMethod = "sigmoid"
+    # Each out-of-fold fold needs this many positive rows: its calibrated scores come from
+    # a calibrator fitted on the other folds, and fewer positives make that fit noise.
+    min_positives: PositiveInt = 10
+
+
+class SelectionParams(Section):
+    # Candidates whose mean CV AP is within this many standard errors of the best one's
+    # are tied (0: the highest AP wins outright).
+    tie_standard_errors: float = Field(1.0, ge=0)
+    # The tie goes to the lowest calibrated out-of-fold score of this kind, then to the
+    # simpler model and strategy.
+    tie_break: TieBreak = "brier"
+
+
 class TrainParams(Section):
     experiment_name: str = "fraud-detection"
     seed: NonNegativeInt = 42
@@ -192,6 +214,8 @@ class TrainParams(Section):
     cv_threshold: float = Field(0.5, gt=0, lt=1)
     undersample: UndersampleParams = UndersampleParams()
     smote: SmoteParams = SmoteParams()
+    calibration: CalibrationParams = CalibrationParams()
+    selection: SelectionParams = SelectionParams()
     models: dict[str, ModelSpec]
 
     @model_validator(mode="after")

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
-from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
     PrecisionRecallDisplay,
@@ -65,15 +64,47 @@ def confusion_figure(matrix: np.ndarray, threshold: float, labels: ClassNames) -
     return figure
 
 
-def calibration_figure(y_true: ArrayLike, proba: ArrayLike, title: str) -> Figure:
-    figure = _figure()
+def calibration_figure(y_true: ArrayLike, scores: dict[str, ArrayLike], title: str) -> Figure:
+    """Reliability diagram of one or more score sets (e.g. before and after calibration).
+
+    With rare positives nearly every score is below 0.01 and the scores that matter are
+    spread over 0.01 to 1, so the bins are spaced evenly in log(probability) and both axes
+    are logarithmic; bins with fewer than ``MIN_BIN_ROWS`` rows are left out as noise."""
+    figure = _figure(6.0, 4.8)
     axes = figure.add_subplot()
-    # Quantile bins: with rare fraud, uniform bins leave the upper range almost empty.
-    CalibrationDisplay.from_predictions(
-        y_true, proba, n_bins=10, strategy="quantile", ax=axes, name="model"
-    )
+    y = np.asarray(y_true)
+    low = 1.0
+    for name, proba in scores.items():
+        table = reliability_table(y, np.asarray(proba, dtype=np.float64))
+        shown = table[table["fraction_positive"] > 0]
+        low = min(low, float(shown[["mean_predicted", "fraction_positive"]].min().min()))
+        axes.plot(shown["mean_predicted"], shown["fraction_positive"], "o-", label=name)
+    low = max(low / 2, 1e-5)
+    axes.plot([low, 1], [low, 1], "k:", label="perfectly calibrated")
+    axes.set(xscale="log", yscale="log", xlim=(low, 1), ylim=(low, 1))
+    axes.set_xlabel(f"mean predicted probability ({RELIABILITY_BINS} log-spaced bins)")
+    axes.set_ylabel("observed positive rate")
     axes.set_title(title)
+    axes.legend(loc="upper left")
     return figure
+
+
+RELIABILITY_BINS = 12
+MIN_BIN_ROWS = 20
+
+
+def reliability_table(y_true: ArrayLike, proba: ArrayLike) -> pd.DataFrame:
+    """Rows, mean predicted probability and observed positive rate per log-spaced bin
+    (from the smallest score above 1e-5 to 1), bins of fewer than MIN_BIN_ROWS dropped."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.clip(np.asarray(proba, dtype=np.float64), 1e-5, 1.0)
+    edges = np.geomspace(p.min(), 1.0, RELIABILITY_BINS + 1)
+    which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, RELIABILITY_BINS - 1)
+    frame = pd.DataFrame({"bin": which, "y": y, "p": p})
+    table = frame.groupby("bin").agg(
+        rows=("y", "size"), mean_predicted=("p", "mean"), fraction_positive=("y", "mean")
+    )
+    return table[table["rows"] >= MIN_BIN_ROWS].reset_index(drop=True)
 
 
 def importance_figure(importance: pd.DataFrame) -> Figure:
@@ -107,10 +138,3 @@ def precision_recall_table(y_true: ArrayLike, proba: ArrayLike) -> pd.DataFrame:
 def roc_table(y_true: ArrayLike, proba: ArrayLike) -> pd.DataFrame:
     fpr, tpr, _ = roc_curve(y_true, proba)
     return _thin(pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(5))
-
-
-def calibration_table(y_true: ArrayLike, proba: ArrayLike, bins: int = 10) -> pd.DataFrame:
-    frame = pd.DataFrame({"y": np.asarray(y_true), "p": np.asarray(proba)})
-    frame["bin"] = pd.qcut(frame["p"].rank(method="first"), bins, labels=False)
-    table = frame.groupby("bin").agg(mean_predicted=("p", "mean"), fraction_fraud=("y", "mean"))
-    return table.reset_index(drop=True).round(5)

@@ -22,7 +22,7 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold, TimeSeriesSplit
 
 from fraud_detection.errors import DataValidationError
-from fraud_detection.evaluation import scores
+from fraud_detection.evaluation import ECE_BINS, scores
 from fraud_detection.modeling import Candidate
 from fraud_detection.params import CrossValidationParams, ModelKind
 
@@ -213,10 +213,29 @@ def best_result(results: list[CandidateResult]) -> CandidateResult:
     return max(results, key=lambda result: result.mean_average_precision)
 
 
-def leaderboard(results: list[CandidateResult]) -> pd.DataFrame:
-    """The best grid point of each model/strategy, best mean average precision first."""
+def leaderboard(
+    results: list[CandidateResult],
+    *,
+    calibrated: dict[str, dict[str, float]] | None = None,
+    tied: list[str] | None = None,
+    winner: str | None = None,
+) -> pd.DataFrame:
+    """The best grid point of each model/strategy, best mean average precision first.
+
+    With the selection's figures: each row's calibrated out-of-fold scores (by family),
+    and a ``selection`` column marking the winner and the rows tied with the best AP.
+    """
     best = [best_result(members) for members in by_family(results).values()]
-    table = all_grid_points(best).sort_values("average_precision_mean", ascending=False)
+    table = all_grid_points(best)
+    if calibrated is not None:
+        extra = pd.DataFrame([calibrated[r.candidate.family] for r in best])
+        table = pd.concat([table, extra], axis=1)
+    if tied is not None:
+        families = [r.candidate.family for r in best]
+        table["selection"] = [
+            "winner" if f == winner else "tied" if f in tied else "" for f in families
+        ]
+    table = table.sort_values("average_precision_mean", ascending=False, kind="stable")
     table.insert(0, "rank", range(1, len(table) + 1))
     return table.reset_index(drop=True)
 
@@ -254,16 +273,23 @@ LEADERBOARD_COLUMNS = {
     "precision": "precision",
     "recall": "recall",
     "brier": "Brier",
+    "calibrated_brier": "cal. Brier",
+    "calibrated_log_loss": "cal. log loss",
+    "calibrated_ece": "cal. ECE",
     "train_average_precision": "train AP",
     "fit_seconds": "fit s",
 }
+_DIGITS = {"fit_seconds": 1, "brier": 4, "calibrated_brier": 4, "calibrated_ece": 4}
 
 
-def leaderboard_markdown(table: pd.DataFrame) -> str:
-    """The leaderboard as a Markdown table of mean ± std per metric."""
-    shown = table[["rank", "model", "strategy", "settings"]].copy()
+def leaderboard_markdown(table: pd.DataFrame, decision: str | None = None) -> str:
+    """The leaderboard as a Markdown table of mean ± std per metric, with the decision."""
+    first = ["rank", "model", "strategy", "settings"]
+    shown = table[first + (["selection"] if "selection" in table else [])].copy()
     for metric, title in LEADERBOARD_COLUMNS.items():
-        digits = 1 if metric == "fit_seconds" else 3
+        if f"{metric}_mean" not in table:
+            continue
+        digits = _DIGITS.get(metric, 3)
         shown[title] = [
             f"{m:.{digits}f} ± {s:.{digits}f}"
             for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"], strict=True)
@@ -271,6 +297,11 @@ def leaderboard_markdown(table: pd.DataFrame) -> str:
     header = (
         "# Cross-validated leaderboard\n\n"
         "Mean ± standard deviation over the validation folds; ranked by average precision "
-        "(AP). F1, precision and recall use the fixed threshold `train.cv_threshold`.\n\n"
+        "(AP). F1, precision and recall use the fixed threshold `train.cv_threshold`. "
+        "Brier is the raw scores'; the cal. columns score the same out-of-fold predictions "
+        "after calibration (`train.calibration`), each fold calibrated on the others; "
+        f"ECE uses {ECE_BINS} equal-width bins.\n\n"
     )
+    if decision is not None:
+        header += f"**Selection** (`train.selection`): {decision}.\n\n"
     return header + shown.to_markdown(index=False) + "\n"

@@ -15,8 +15,10 @@ from fraud_detection.evaluation import (
     choose_threshold,
     confusion,
     error_costs,
+    expected_calibration_error,
     holdout_report,
     importance_table,
+    probability_scores,
     scores,
 )
 from fraud_detection.params import EvaluateParams, ThresholdParams
@@ -291,3 +293,17 @@ def test_importance_ranks_the_informative_feature_first():
     assert importance[0] > 0.5
     assert importance[1] == pytest.approx(0.0, abs=1e-9)
     assert list(table.columns) == ["feature", "importance_mean", "importance_std"]
+
+
+def test_expected_calibration_error_weights_each_bin_by_its_rows() -> None:
+    # 80 rows at 0.05 (observed 0.0) and 20 at 0.85 (observed 0.5): gaps 0.05 and 0.35.
+    proba = np.array([0.05] * 80 + [0.85] * 20)
+    y = np.array([0] * 80 + [1] * 10 + [0] * 10)
+    assert expected_calibration_error(y, proba) == pytest.approx(0.8 * 0.05 + 0.2 * 0.35)
+    assert expected_calibration_error(np.array([0, 1]), np.array([0.0, 1.0])) == 0.0
+
+
+def test_probability_scores_include_log_loss_for_exact_zeros() -> None:
+    result = probability_scores(np.array([0, 1]), np.array([0.0, 0.5]))
+    assert result["brier"] == pytest.approx(0.125)
+    assert np.isfinite(result["log_loss"])

@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from fraud_detection import inference
+from fraud_detection.calibration import fit_calibrator, with_calibration
 from fraud_detection.inference import (
     TOLERANCE,
     compile_scorer,
@@ -257,3 +258,21 @@ def test_probe_rows_prefer_the_example_rows():
     rows = probe_rows(schema, example, 200)
     assert {row[2] for row in rows} == {"store", "__unseen__"}
     assert np.median([row[0] for row in rows]) > 1e4
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+@pytest.mark.parametrize("kind", ["logistic_regression", "random_forest", "lightgbm"])
+def test_calibrated_pipelines_compile_and_match_predict_proba(kind, method):
+    """The calibrator after the compiled classifier reproduces the shipped pipeline."""
+    pipeline, schema, example = build(kind, "mixed")
+    X, y, _ = training("mixed")
+    # Fitted on the training rows here; the pipeline fits it on out-of-fold scores.
+    calibrator = fit_calibrator(method, pipeline.predict_proba(X)[:, 1], y)
+    shipped = with_calibration(pipeline, calibrator)
+    scorer = compile_scorer(shipped, schema, example)
+    assert scorer.method == "compiled", scorer.detail
+    assert type(calibrator).__name__ in scorer.detail
+    frame = held_out(schema)
+    expected = shipped.predict_proba(frame)[:, 1]
+    assert not np.allclose(expected, pipeline.predict_proba(frame)[:, 1])
+    np.testing.assert_allclose(scorer(rows_of(frame)), expected, rtol=0, atol=TOLERANCE)

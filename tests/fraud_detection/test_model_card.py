@@ -35,6 +35,15 @@ METRICS = {
     "recall": 0.6047,
     "f1": 0.7313,
     "brier": 0.0028,
+    "log_loss": 0.0151,
+    "ece": 0.0004,
+    "uncalibrated_brier": 0.0061,
+    "uncalibrated_log_loss": 0.0302,
+    "uncalibrated_ece": 0.0035,
+    "uncalibrated_average_precision": 0.6951,
+    "base_rate": 0.0079,
+    "base_rate_brier": 0.0068,
+    "ece_bins": 10,
     "true_positives": 234.0,
     "false_negatives": 153.0,
     "false_positives": 19.0,
@@ -66,6 +75,8 @@ def facts(**changes: object) -> CardFacts:
         "cv_average_precision": 0.734,
         "threshold": 0.448,
         "threshold_rule": "max_f1",
+        "decision": "random_forest/none [max_depth=None] has the best CV AP",
+        "calibration": "SigmoidCalibrator(slope=0.9, intercept=-1.2)",
         "metrics": METRICS,
         "split": SPLIT,
         "schema": SCHEMA,
@@ -106,6 +117,21 @@ def test_card_states_model_data_performance_fairness_and_limits() -> None:
     assert "| Q4 (highest) | 2 | 2 | 1 | 1.000 | 0.500 |" in card
     assert "simulated payments" in card
     assert "not meant to block a payment" in card
+    assert "**Why this model.** random_forest/none [max_depth=None] has the best CV AP." in card
+
+
+def test_card_shows_calibration_before_and_after_against_the_base_rate() -> None:
+    card = render(facts())
+    assert "`SigmoidCalibrator(slope=0.9, intercept=-1.2)`" in card
+    assert "| Brier score | 0.00610 | 0.00280 |" in card
+    assert "| log loss | 0.0302 | 0.0151 |" in card
+    assert "| expected calibration error (10 equal-width bins) | 0.00350 | 0.00040 |" in card
+    assert "share of frauds (0.0079) scores a Brier of 0.00680" in card
+
+
+def test_card_without_calibration_figures_has_no_calibration_section() -> None:
+    metrics = {k: v for k, v in METRICS.items() if not k.startswith(("uncal", "base", "ece_"))}
+    assert "## Calibration" not in render(facts(metrics=metrics))
 
 
 def test_csv_card_has_no_periods_and_says_why_there_are_no_groups() -> None:

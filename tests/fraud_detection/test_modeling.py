@@ -382,6 +382,8 @@ def selection() -> Selection:
         params,
         positive_share=0.08,
         cv_average_precision=0.61,
+        decision="forest/smote [max_depth=None] has the best CV AP",
+        tied=["forest/smote"],
         experiment_id="1",
         parent_run_id="abc",
     )

@@ -127,6 +127,15 @@ def test_mistyped_key_inside_a_model_entry_is_named():
         ("train.cv.n_splits", 1, r"train\.cv\.n_splits: .*greater than or equal to 2"),
         ("features.night_last_hour", 24, r"features\.night_last_hour: .*24"),
         ("evaluate.threshold.rule", "max_recall", r"evaluate\.threshold\.rule: .*max_recall"),
+        (
+            "train.calibration.method",
+            "platt",
+            r"train\.calibration\.method: Input should be 'sigmoid', 'isotonic' or 'none' "
+            r"\(got 'platt'\)",
+        ),
+        ("train.calibration.min_positives", 0, r"train\.calibration\.min_positives: .*than 0"),
+        ("train.selection.tie_break", "auc", r"train\.selection\.tie_break: .*'log_loss'"),
+        ("train.selection.tie_standard_errors", -1, r"tie_standard_errors: .*equal to 0"),
     ],
 )
 def test_wrong_value_is_named_with_its_full_path(path, value, expected):

@@ -243,6 +243,8 @@ def test_results_keep_the_candidates_order(grid_results):
             "average_precision",
             "roc_auc",
             "brier",
+            "log_loss",
+            "ece",
             "f1",
             "precision",
             "recall",

@@ -131,6 +131,9 @@ def test_csv_pipeline_trains_and_registers(csv_runs: dict[str, Project], case: s
     metrics = json.loads(project.path("reports/evaluate/metrics.json").read_text())
     assert metrics["average_precision"] > 0.3  # the fraud share is about 4%
     assert "card_precision_top_100" not in metrics  # no cards or days in these files
+    # Calibrated: better probabilities than always answering the base rate.
+    assert metrics["brier"] < metrics["base_rate_brier"]
+    assert metrics["ece"] < 0.05
     split = json.loads(project.path("reports/split.json").read_text())
     expected = "latest rows held out" if case == "creditcard" else "stratified hold-out"
     assert split["protocol"] == expected

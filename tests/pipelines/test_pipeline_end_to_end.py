@@ -62,6 +62,38 @@ def test_metrics_file_holds_test_period_metrics(tiny_project: Project) -> None:
     assert "average_precision" in shown
 
 
+def test_the_champion_is_calibrated_and_chosen_by_the_stated_rule(tiny_project: Project) -> None:
+    """The shipped probabilities beat the base rate; the leaderboard names the tie group
+    and the winner, and the model card says why it won."""
+    metrics = json.loads(tiny_project.path("reports/evaluate/metrics.json").read_text())
+    assert metrics["brier"] < metrics["base_rate_brier"]
+    assert metrics["ece_bins"] == 10
+    for key in ("log_loss", "ece", "uncalibrated_brier", "uncalibrated_ece"):
+        assert metrics[key] >= 0, key
+    board = pd.read_csv(tiny_project.path("reports/train/leaderboard.csv"))
+    winners = board[board["selection"] == "winner"]
+    assert len(winners) == 1
+    tied = board[board["selection"].isin(["winner", "tied"])]
+    assert (
+        tied["average_precision_mean"].min()
+        >= board["average_precision_mean"].max()
+        - (
+            board.loc[0, "average_precision_std"]  # one standard error is at most one std
+        )
+    )
+    selection = json.loads(tiny_project.path("models/selection.json").read_text())
+    family = winners.iloc[0]["model"] + "/" + winners.iloc[0]["strategy"]
+    assert selection["label"].startswith(family)
+    assert sorted(selection["tied"]) == sorted(tied["model"] + "/" + tied["strategy"])
+    markdown = tiny_project.path("reports/train/leaderboard.md").read_text()
+    assert f"**Selection** (`train.selection`): {selection['decision']}." in markdown
+    card = tiny_project.path("reports/evaluate/model_card.md").read_text()
+    assert f"**Why this model.** {selection['decision']}." in card
+    assert "## Calibration" in card
+    mlmodel = yaml.safe_load(tiny_project.path("models/model/MLmodel").read_text())
+    assert mlmodel["metadata"]["calibration"].startswith("SigmoidCalibrator(")
+
+
 def test_champion_alias_serves_probabilities(tiny_project: Project) -> None:
     mlflow.set_tracking_uri(tiny_project.tracking_uri)
     client = MlflowClient()
@@ -264,17 +296,28 @@ def test_unreachable_tracking_server_is_a_clear_error(tiny_project: Project) -> 
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_bad_params_name_the_key_and_change_nothing(tiny_project: Project) -> None:
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("cv", "n_split", 3, "train.cv.n_split: unknown key"),
+        ("calibration", "method", "platt", "train.calibration.method: Input should be"),
+        # Too few positives per fold to check a calibration: stops before any fit.
+        ("calibration", "min_positives", 10_000, "train.calibration.min_positives=10000"),
+    ],
+)
+def test_bad_params_name_the_key_and_change_nothing(
+    tiny_project: Project, section: str, key: str, value: object, expected: str
+) -> None:
     params_file = tiny_project.path("params.yaml")
     original = params_file.read_text()
     before = tiny_project.path("reports/evaluate/metrics.json").read_bytes()
     broken = yaml.safe_load(original)
-    broken["train"]["cv"]["n_split"] = 3
+    broken["train"].setdefault(section, {})[key] = value
     try:
         tiny_project.write_params(broken)
         result = tiny_project.run("dvc", "repro", check=False)
         assert result.returncode != 0
-        assert "train.cv.n_split: unknown key" in result.stdout + result.stderr
+        assert expected in result.stdout + result.stderr
         assert "Traceback" not in result.stdout + result.stderr
         assert tiny_project.path("reports/evaluate/metrics.json").read_bytes() == before
     finally:

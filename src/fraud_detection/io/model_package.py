@@ -26,6 +26,9 @@ from fraud_detection.schema import FeatureSchema
 # it covers (modeling.classifier) and extend both together.
 SKOPS_TRUSTED_TYPES = [
     "collections.OrderedDict",  # LightGBM's fitted parameters
+    "fraud_detection.calibration.CalibratedClassifier",  # the calibrated last step
+    "fraud_detection.calibration.IsotonicCalibrator",
+    "fraud_detection.calibration.SigmoidCalibrator",
     "lightgbm.basic.Booster",
     "lightgbm.sklearn.LGBMClassifier",
     "numpy.dtype",

@@ -43,6 +43,7 @@ DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 # Version tags the promotion rule reads back.
 TEST_AP_TAG = "test_average_precision"
+TEST_BRIER_TAG = "test_brier"
 DATA_TAG = "data_fingerprint"
 # Packages the logged model needs at load time; versions are read from this environment.
 _MODEL_REQUIREMENTS = ["mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"]
@@ -204,7 +205,10 @@ def pip_requirements(model: Pipeline) -> list[str]:
     providers = importlib.metadata.packages_distributions()
     packages = list(_MODEL_REQUIREMENTS)
     for _, step in model.steps:
-        for name in providers.get(type(step).__module__.partition(".")[0], []):
+        # The calibrated last step is this project's wrapper: its classifier's library is
+        # what the model needs from PyPI.
+        inner = getattr(step, "estimator", step) if hasattr(step, "calibrator") else step
+        for name in providers.get(type(inner).__module__.partition(".")[0], []):
             if name.lower() not in {known.lower() for known in packages}:
                 packages.append(name)
     return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
@@ -271,20 +275,23 @@ class Promotion:
 
 
 def register_and_promote(
-    model_uri: str, name: str, test_average_precision: float, data_fingerprint: str
+    model_uri: str,
+    name: str,
+    test_average_precision: float,
+    data_fingerprint: str,
+    test_brier: float | None = None,
 ) -> Promotion:
     """Register the model; it becomes ``champion`` only if it beats the current champion's
-    test average precision, otherwise ``challenger``. The message says which and why."""
+    test average precision, or equals it with a lower test Brier score (the same ranking
+    with better probabilities, as after calibration), otherwise ``challenger``. The
+    message says which and why."""
     client = MlflowClient()
     current = _current_champion(client, name)
-    version = str(
-        mlflow.register_model(
-            model_uri,
-            name,
-            # repr round-trips exactly: a rerun with the same AP must not "beat" itself.
-            tags={TEST_AP_TAG: repr(test_average_precision), DATA_TAG: data_fingerprint},
-        ).version
-    )
+    # repr round-trips exactly: a rerun with the same figures must not "beat" itself.
+    tags = {TEST_AP_TAG: repr(test_average_precision), DATA_TAG: data_fingerprint}
+    if test_brier is not None:
+        tags[TEST_BRIER_TAG] = repr(test_brier)
+    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
     ap = test_average_precision
     if current is None:
         promotion = Promotion(name, version, CHAMPION, None, None, "")
@@ -294,12 +301,11 @@ def register_and_promote(
         message = f"{name} v{version} replaces champion v{current.version}, which has no test AP"
     else:
         previous = float(current.tags[TEST_AP_TAG])
-        alias = CHAMPION if ap > previous else CHALLENGER
+        alias, verdict = _verdict(ap, previous, test_brier, _champion_brier(client, current))
         promotion = Promotion(name, version, alias, current.version, previous, "")
-        verb = "beats" if alias == CHAMPION else "does not beat"
         message = (
-            f"{name} v{version} {verb} champion v{current.version} on test AP "
-            f"({ap:.4f} vs {previous:.4f}): alias '{alias}' -> v{version}"
+            f"{name} v{version} {verdict.replace('the champion', f'champion v{current.version}')}"
+            f": alias '{alias}' -> v{version}"
         )
     if current is not None and current.tags.get(DATA_TAG) not in (None, data_fingerprint):
         message += (
@@ -308,6 +314,33 @@ def register_and_promote(
         )
     client.set_registered_model_alias(name, promotion.alias, version)
     return dataclasses.replace(promotion, message=message)
+
+
+def _champion_brier(client: MlflowClient, current: Any) -> float | None:
+    """The champion's test Brier: its tag, or for versions registered before the tag
+    existed, the ``test_brier`` metric of the run that logged it."""
+    if TEST_BRIER_TAG in current.tags:
+        return float(current.tags[TEST_BRIER_TAG])
+    if not current.run_id:
+        return None
+    try:
+        value = client.get_run(current.run_id).data.metrics.get("test_brier")
+    except MlflowException:
+        return None
+    return None if value is None else float(value)
+
+
+def _verdict(ap: float, previous: float, brier: float | None, old: float | None) -> tuple[str, str]:
+    """The alias a new version gets against the champion's figures, and why."""
+    on_ap = f"on test AP ({ap:.4f} vs {previous:.4f})"
+    if ap > previous:
+        return CHAMPION, f"beats the champion {on_ap}"
+    if ap == previous and brier is not None and old is not None and brier < old:
+        return CHAMPION, (
+            f"ties the champion on test AP ({ap:.4f}) with a lower test Brier "
+            f"({brier:.5f} vs {old:.5f})"
+        )
+    return CHALLENGER, f"does not beat the champion {on_ap}"
 
 
 def _current_champion(client: MlflowClient, name: str) -> Any:

@@ -145,3 +145,55 @@ def test_requirements_name_the_installed_booster(kind, provider):
     for requirement in requirements:
         name, _, version = requirement.partition("==")
         assert importlib.metadata.version(name) == version
+
+
+@pytest.mark.slow
+def test_equal_ap_with_a_lower_brier_becomes_champion(store, monkeypatch):
+    """The same ranking with better probabilities (a calibrated rerun) is promoted; the
+    same figures again, or a higher Brier, are not."""
+    import mlflow  # noqa: PLC0415
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store.uri)
+    source = f"runs:/{store.run_ids['1']}/model"
+    try:
+        first = tracking.register_and_promote(source, "tie-detector", 0.7, "d", test_brier=0.004)
+        better = tracking.register_and_promote(source, "tie-detector", 0.7, "d", test_brier=0.003)
+        same = tracking.register_and_promote(source, "tie-detector", 0.7, "d", test_brier=0.003)
+        worse = tracking.register_and_promote(source, "tie-detector", 0.7, "d", test_brier=0.005)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    assert first.alias == "champion"
+    assert better.alias == "champion"
+    assert "ties champion v1 on test AP (0.7000) with a lower test Brier (0.00300 vs 0.00400)" in (
+        better.message
+    )
+    assert (same.alias, worse.alias) == ("challenger", "challenger")
+    assert "does not beat champion v2 on test AP (0.7000 vs 0.7000)" in same.message
+
+
+@pytest.mark.slow
+def test_a_champion_without_a_brier_tag_is_compared_on_its_runs_metric(store, monkeypatch):
+    """Versions registered before the tag existed: the Brier comes from their run."""
+    import mlflow  # noqa: PLC0415
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store.uri)
+    run_id = store.run_ids["1"]
+    source = f"runs:/{run_id}/model"
+    try:
+        mlflow.MlflowClient().log_metric(run_id, "test_brier", 0.004)
+        old = tracking.register_and_promote(source, "untagged-detector", 0.7, "d")
+        new = tracking.register_and_promote(source, "untagged-detector", 0.7, "d", test_brier=0.003)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    assert (
+        "test_brier"
+        not in mlflow.MlflowClient(store.uri)
+        .get_model_version("untagged-detector", old.version)
+        .tags
+    )
+    assert new.alias == "champion"
+    assert "lower test Brier (0.00300 vs 0.00400)" in new.message
