@@ -93,11 +93,16 @@ def evaluate(
     )
     # The map from scores to probabilities, learned on the winner's out-of-fold scores:
     # predictions on rows its fold models did not train on, as the test rows will be.
-    calibrator = fit_calibrator(
-        selection.calibration.method, out_of_fold["proba"], out_of_fold["y"]
-    )
+    method = selection.calibration_method
+    calibrator = fit_calibrator(method, out_of_fold["proba"], out_of_fold["y"])
     model = with_calibration(raw_model, calibrator)
     log.info("calibration: %r on %s out-of-fold scores", calibrator, f"{len(out_of_fold):,}")
+    if method != selection.calibration.method:
+        log.warning(
+            "train.calibration.method %s would not lower the winner's out-of-fold Brier "
+            "score: its raw scores ship",
+            selection.calibration.method,
+        )
 
     oof_proba = calibrator.predict(out_of_fold["proba"])
     choice = choose_threshold(out_of_fold["y"], oof_proba, params.threshold)
@@ -125,7 +130,7 @@ def evaluate(
         "confusion_matrix.png": plots.confusion_figure(matrix, choice.value, schema.class_names),
         "calibration.png": plots.calibration_figure(
             test_y,
-            {"before calibration": raw_proba, f"after ({selection.calibration.method})": proba},
+            {"before calibration": raw_proba, f"after ({method})": proba},
             f"Test reliability: {label}",
         ),
         "feature_importance.png": plots.importance_figure(importance),

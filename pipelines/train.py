@@ -161,6 +161,7 @@ def write_outputs(
     board = leaderboard(
         results,
         calibrated=decision.calibrated,
+        methods=decision.methods,
         tied=decision.tied,
         winner=best.candidate.family,
     )
@@ -246,6 +247,7 @@ def main(log: logging.Logger) -> str:
             cv_average_precision=best.mean_average_precision,
             decision=decision.reason,
             tied=decision.tied,
+            calibration_method=decision.methods[best.candidate.family],  # type: ignore[arg-type]
             experiment_id=experiment_id,
             parent_run_id=parent_id,
         )

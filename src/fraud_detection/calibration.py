@@ -144,6 +144,20 @@ def cross_fitted(method: str, scores: ArrayLike, y: ArrayLike, fold: ArrayLike) 
     return out
 
 
+def helpful_method(method: str, scores: ArrayLike, y: ArrayLike, fold: ArrayLike) -> str:
+    """``method`` if its cross-fitted scores have a lower Brier score than the raw ones,
+    else ``"none"``: a calibrator that does not help on rows it has not seen does not
+    ship. (A log-odds sigmoid can hurt a random forest, whose many exact zeros sit far
+    from its other scores on the log-odds scale.)"""
+    if method == "none":
+        return method
+    labels = np.asarray(y, dtype=np.float64)
+    raw = np.asarray(scores, dtype=np.float64)
+    crossed = cross_fitted(method, raw, labels, fold)
+    improves = np.mean((crossed - labels) ** 2) < np.mean((raw - labels) ** 2)
+    return method if improves else "none"
+
+
 class CalibratedClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """A fitted classifier whose positive-class score goes through a fitted calibrator.
 

@@ -35,6 +35,7 @@ from xgboost import XGBClassifier
 
 from fraud_detection.errors import CandidateError
 from fraud_detection.params import (
+    CalibrationMethod,
     CalibrationParams,
     ModelKind,
     ModelSpec,
@@ -246,6 +247,9 @@ class Selection(BaseModel):
     undersample: UndersampleParams
     smote: SmoteParams
     calibration: CalibrationParams
+    # What ships: train.calibration.method, or none where it did not lower the winner's
+    # cross-fitted out-of-fold Brier score.
+    calibration_method: CalibrationMethod
     positive_share: float
     cv_average_precision: float
     decision: str  # why this candidate won (the selection rule's sentence)
@@ -263,6 +267,7 @@ class Selection(BaseModel):
         cv_average_precision: float,
         decision: str,
         tied: list[str],
+        calibration_method: CalibrationMethod,
         experiment_id: str,
         parent_run_id: str,
     ) -> Selection:
@@ -277,6 +282,7 @@ class Selection(BaseModel):
             undersample=params.undersample,
             smote=params.smote,
             calibration=params.calibration,
+            calibration_method=calibration_method,
             positive_share=positive_share,
             cv_average_precision=cv_average_precision,
             decision=decision,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fraud_detection.calibration import cross_fitted
+from fraud_detection.calibration import cross_fitted, helpful_method
 from fraud_detection.evaluation import PROBABILITY_METRICS, probability_scores
 from fraud_detection.params import CalibrationParams, ModelKind, SelectionParams, Strategy
 from fraud_detection.validation import CandidateResult, best_result, by_family
@@ -44,13 +44,16 @@ def simplicity(result: CandidateResult) -> tuple[int, int]:
 
 def calibrated_summary(
     result: CandidateResult, n_rows: int, y: np.ndarray, method: str
-) -> dict[str, float]:
-    """Mean and std over folds of Brier, log loss and ECE on cross-fitted calibrated
-    out-of-fold scores (``calibrated_brier_mean``, ...)."""
+) -> tuple[str, dict[str, float]]:
+    """The calibration this candidate would ship with (``method``, or ``none`` where it
+    does not help), and the mean and std over folds of Brier, log loss and ECE of its
+    cross-fitted calibrated out-of-fold scores (``calibrated_brier_mean``, ...)."""
     oof = result.out_of_fold(n_rows)
     labels = y[oof["row"].to_numpy()]
     folds = oof["fold"].to_numpy()
-    proba = cross_fitted(method, oof["proba"].to_numpy(), labels, folds)
+    raw = oof["proba"].to_numpy()
+    method = helpful_method(method, raw, labels, folds)
+    proba = cross_fitted(method, raw, labels, folds)
     per_fold = pd.DataFrame(
         [probability_scores(labels[folds == f], proba[folds == f]) for f in np.unique(folds)]
     )
@@ -58,7 +61,7 @@ def calibrated_summary(
     for metric in PROBABILITY_METRICS:
         summary[f"calibrated_{metric}_mean"] = float(per_fold[metric].mean())
         summary[f"calibrated_{metric}_std"] = float(per_fold[metric].std(ddof=0))
-    return summary
+    return method, summary
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ class Decision:
 
     winner: CandidateResult
     tied: list[str]  # families (model/strategy), best AP first
-    calibrated: dict[str, dict[str, float]]  # family -> calibrated_summary
+    calibrated: dict[str, dict[str, float]]  # family -> calibrated_summary figures
+    methods: dict[str, str]  # family -> the calibration it ships with
     best_average_precision: float
     standard_error: float
     reason: str
@@ -96,9 +100,11 @@ def choose(
     error = standard_error(top)
     floor = top.mean_average_precision - selection.tie_standard_errors * error
     tied = [r for r in rows if r.mean_average_precision >= floor]
-    calibrated = {
+    summaries = {
         r.candidate.family: calibrated_summary(r, len(y), y, calibration.method) for r in rows
     }
+    calibrated = {family: figures for family, (_, figures) in summaries.items()}
+    methods = {family: method for family, (method, _) in summaries.items()}
     key = f"calibrated_{selection.tie_break}_mean"
 
     def order(result: CandidateResult) -> tuple[float, tuple[int, int], float]:
@@ -119,6 +125,7 @@ def choose(
         winner=winner,
         tied=[r.candidate.family for r in tied],
         calibrated=calibrated,
+        methods=methods,
         best_average_precision=top.mean_average_precision,
         standard_error=error,
         reason=reason,

@@ -217,6 +217,7 @@ def leaderboard(
     results: list[CandidateResult],
     *,
     calibrated: dict[str, dict[str, float]] | None = None,
+    methods: dict[str, str] | None = None,
     tied: list[str] | None = None,
     winner: str | None = None,
 ) -> pd.DataFrame:
@@ -230,8 +231,10 @@ def leaderboard(
     if calibrated is not None:
         extra = pd.DataFrame([calibrated[r.candidate.family] for r in best])
         table = pd.concat([table, extra], axis=1)
+    families = [r.candidate.family for r in best]
+    if methods is not None:
+        table["calibration"] = [methods[f] for f in families]
     if tied is not None:
-        families = [r.candidate.family for r in best]
         table["selection"] = [
             "winner" if f == winner else "tied" if f in tied else "" for f in families
         ]
@@ -285,7 +288,7 @@ _DIGITS = {"fit_seconds": 1, "brier": 4, "calibrated_brier": 4, "calibrated_ece"
 def leaderboard_markdown(table: pd.DataFrame, decision: str | None = None) -> str:
     """The leaderboard as a Markdown table of mean ± std per metric, with the decision."""
     first = ["rank", "model", "strategy", "settings"]
-    shown = table[first + (["selection"] if "selection" in table else [])].copy()
+    shown = table[first + [c for c in ("selection", "calibration") if c in table]].copy()
     for metric, title in LEADERBOARD_COLUMNS.items():
         if f"{metric}_mean" not in table:
             continue
@@ -299,7 +302,8 @@ def leaderboard_markdown(table: pd.DataFrame, decision: str | None = None) -> st
         "Mean ± standard deviation over the validation folds; ranked by average precision "
         "(AP). F1, precision and recall use the fixed threshold `train.cv_threshold`. "
         "Brier is the raw scores'; the cal. columns score the same out-of-fold predictions "
-        "after calibration (`train.calibration`), each fold calibrated on the others; "
+        "after calibration (`train.calibration`), each fold calibrated on the others, with "
+        "the method in the calibration column (none where it would not lower the Brier); "
         f"ECE uses {ECE_BINS} equal-width bins.\n\n"
     )
     if decision is not None:

@@ -18,6 +18,7 @@ from fraud_detection.calibration import (
     check_folds,
     cross_fitted,
     fit_calibrator,
+    helpful_method,
     with_calibration,
 )
 from fraud_detection.errors import DataValidationError
@@ -132,3 +133,21 @@ def test_reversed_class_order_keeps_the_positive_column() -> None:
     model.coef_, model.intercept_ = -model.coef_, -model.intercept_
     step = CalibratedClassifier(model, IdentityCalibrator()).fit(None)
     np.testing.assert_allclose(step.predict_proba(X), model.predict_proba(X))
+
+
+def test_a_calibrator_that_does_not_help_does_not_ship() -> None:
+    """Forest-like scores: most exactly 0, the rest already calibrated. A log-odds
+    sigmoid cannot fit both groups and raises the Brier score, so none is kept; scores
+    inflated by resampling keep the sigmoid."""
+    rng = np.random.default_rng(0)
+    rows = 20_000
+    zero = rng.random(rows) < 0.9
+    scores = np.where(zero, 0.0, rng.uniform(0.02, 1, rows))
+    y = (rng.random(rows) < np.where(zero, 0.003, scores)).astype(int)
+    fold = rng.integers(0, 4, rows)
+    raw_brier = np.mean((scores - y) ** 2)
+    assert np.mean((cross_fitted("sigmoid", scores, y, fold) - y) ** 2) > raw_brier
+    assert helpful_method("sigmoid", scores, y, fold) == "none"
+    inflated, labels = inflated_scores()
+    assert helpful_method("sigmoid", inflated, labels, np.arange(len(labels)) % 4) == "sigmoid"
+    assert helpful_method("none", inflated, labels, np.arange(len(labels)) % 4) == "none"

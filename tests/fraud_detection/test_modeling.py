@@ -384,6 +384,7 @@ def selection() -> Selection:
         cv_average_precision=0.61,
         decision="forest/smote [max_depth=None] has the best CV AP",
         tied=["forest/smote"],
+        calibration_method="sigmoid",
         experiment_id="1",
         parent_run_id="abc",
     )

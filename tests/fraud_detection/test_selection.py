@@ -137,3 +137,28 @@ def test_uncalibrated_tie_breaks_say_so() -> None:
     # Without calibration the inflated scores lose on Brier.
     assert decision.winner.candidate.family == "b/none"
     assert "lowest uncalibrated out-of-fold brier" in decision.reason
+
+
+def test_the_leaderboard_names_each_rows_calibration_and_keeps_raw_where_it_would_hurt() -> None:
+    y, signal = labels()
+    rng = np.random.default_rng(2)
+    # Forest-like: exact zeros for most rows, calibrated scores for the rest.
+    zero = rng.random(ROWS) < 0.9
+    forest = np.where(zero, 0.0, 1 / (1 + np.exp(-signal)))
+    results = [
+        result("forest", "random_forest", "none", [0.55, 0.50, 0.56], forest),
+        result(
+            "l2",
+            "logistic_regression",
+            "class_weight",
+            [0.55, 0.50, 0.56],
+            probabilities(signal, 2.5),
+        ),
+    ]
+    decision = choose(results, y, SelectionParams(), CalibrationParams())
+    assert decision.methods["l2/class_weight"] == "sigmoid"
+    board = leaderboard(
+        results, calibrated=decision.calibrated, methods=decision.methods, tied=decision.tied
+    )
+    assert set(board["calibration"]) <= {"sigmoid", "none"}
+    assert "calibration" in leaderboard_markdown(board)
