@@ -207,13 +207,14 @@ def record_in_mlflow(
     schema: FeatureSchema,
     example: pd.DataFrame,
     params: EvaluateParams,
+    *,
+    pipeline_run: tuple[str, str],
 ) -> tracking.Promotion:
     """A child run of the pipeline's parent run: metrics, plots, the model; then the registry."""
+    experiment_id, parent_run_id = pipeline_run
     test_metrics = {f"test_{k}": float(v) for k, v in result.metrics.items()}
     run_id = tracking.start_run(
-        selection.experiment_id,
-        f"evaluate {selection.candidate.family}",
-        parent_run_id=selection.parent_run_id,
+        experiment_id, f"evaluate {selection.candidate.family}", parent_run_id=parent_run_id
     )
     tracking.log_batch(
         run_id,
@@ -247,7 +248,7 @@ def record_in_mlflow(
     write_text(model_card.render(card_facts(result, selection, schema, promotion)), MODEL_CARD)
     tracking.log_artifact(run_id, MODEL_CARD)
     tracking.log_batch(
-        selection.parent_run_id,
+        parent_run_id,
         metrics=test_metrics,
         tags={"registered_version": promotion.version, "alias": promotion.alias},
     )
@@ -263,7 +264,8 @@ def main(log: logging.Logger) -> str:
     test = read_parquet(TEST_SET, made_by="split")
     check_frame(test, schema, with_target=True)
     out_of_fold = read_parquet(OUT_OF_FOLD, made_by="train")
-    tracking.use_experiment(selection.experiment_id)
+    # Before the work: a store without the train stage's run fails fast.
+    pipeline_run = tracking.find_pipeline_run(selection.experiment_name, selection.fingerprint)
 
     result = evaluate(
         selection, schema, train=train, test=test, out_of_fold=out_of_fold, params=params, log=log
@@ -274,7 +276,9 @@ def main(log: logging.Logger) -> str:
         tracking.save_model(
             result.model, folder, schema, example, model_metadata(result, selection)
         )
-    promotion = record_in_mlflow(result, selection, schema, example, params)
+    promotion = record_in_mlflow(
+        result, selection, schema, example, params, pipeline_run=pipeline_run
+    )
     log.info("registry: %s", promotion.message)
     m = result.metrics
     return (

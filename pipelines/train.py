@@ -248,8 +248,6 @@ def main(log: logging.Logger) -> str:
             decision=decision.reason,
             tied=decision.tied,
             calibration_method=decision.methods[best.candidate.family],  # type: ignore[arg-type]
-            experiment_id=experiment_id,
-            parent_run_id=parent_id,
         )
         markdown = write_outputs(results, decision, y, selection, scheme)
         summary = best.summary() | decision.calibrated[best.candidate.family]
@@ -257,7 +255,12 @@ def main(log: logging.Logger) -> str:
             parent_id,
             params=tracking.flatten("train", params.model_dump(mode="json")),
             metrics={f"cv_{k}": v for k, v in summary.items()},
-            tags={"winner": best.candidate.label, "cv_scheme": scheme, "decision": decision.reason},
+            tags={
+                "winner": best.candidate.label,
+                "cv_scheme": scheme,
+                "decision": decision.reason,
+                tracking.SELECTION_TAG: selection.fingerprint,
+            },
         )
         for path in (LEADERBOARD_CSV, LEADERBOARD_MD, CV_RESULTS):
             tracking.log_artifact(parent_id, path, "leaderboard")

@@ -10,6 +10,7 @@ prediction time) and is a plain scikit-learn ``Pipeline``.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -254,8 +255,9 @@ class Selection(BaseModel):
     cv_average_precision: float
     decision: str  # why this candidate won (the selection rule's sentence)
     tied: list[str]  # the model/strategy rows tied with the best CV AP
-    experiment_id: str
-    parent_run_id: str
+    # The MLflow experiment the train stage logged to: a setting, not tracking state. The
+    # run itself is looked up by this selection's fingerprint (tracking.find_pipeline_run).
+    experiment_name: str
 
     @classmethod
     def of(
@@ -268,8 +270,6 @@ class Selection(BaseModel):
         decision: str,
         tied: list[str],
         calibration_method: CalibrationMethod,
-        experiment_id: str,
-        parent_run_id: str,
     ) -> Selection:
         return cls(
             model=candidate.model,
@@ -287,9 +287,14 @@ class Selection(BaseModel):
             cv_average_precision=cv_average_precision,
             decision=decision,
             tied=tied,
-            experiment_id=experiment_id,
-            parent_run_id=parent_run_id,
+            experiment_name=params.experiment_name,
         )
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of everything the selection says: the train stage tags its MLflow run
+        with it, so later stages find that run without storing its id in an output."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
     @property
     def candidate(self) -> Candidate:

@@ -385,18 +385,27 @@ def selection() -> Selection:
         decision="forest/smote [max_depth=None] has the best CV AP",
         tied=["forest/smote"],
         calibration_method="sigmoid",
-        experiment_id="1",
-        parent_run_id="abc",
     )
 
 
 def test_selection_round_trips_through_json(selection):
     again = Selection.model_validate_json(selection.model_dump_json())
     assert again == selection
+    assert again.fingerprint == selection.fingerprint
+
     assert again.settings == {"max_depth": None}
     assert again.candidate == Candidate("forest", "random_forest", "smote", {"max_depth": None})
     assert again.label == "forest/smote [max_depth=None]"
     assert again.model_spec.params == {"n_estimators": 15, "min_samples_leaf": 2}
+
+
+def test_selection_holds_no_tracking_state_and_its_fingerprint_follows_its_content(selection):
+    """Run ids and experiment ids live in the MLflow store, found by the fingerprint."""
+    fields = set(Selection.model_fields)
+    assert not {"experiment_id", "parent_run_id", "run_id"} & fields
+    assert len(selection.fingerprint) == 16
+    other = selection.model_copy(update={"cv_average_precision": 0.62})
+    assert other.fingerprint != selection.fingerprint
 
 
 def test_unfitted_pipeline_rebuilds_the_same_estimator(selection):

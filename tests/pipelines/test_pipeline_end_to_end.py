@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -280,6 +281,37 @@ def test_rerun_that_does_not_improve_becomes_challenger(tiny_project: Project) -
     # Same data and model: the same AP does not beat the champion.
     assert int(challenger.version) == latest
     assert champion.version != challenger.version
+
+
+def test_evaluate_finds_the_train_run_in_the_store_or_says_it_is_not_there(
+    tiny_project: Project, tmp_path: Path
+) -> None:
+    """The selection holds no run id: evaluate looks the train stage's run up by the
+    selection's fingerprint, and a store without it is a clear error, not a new run."""
+    selection = json.loads(tiny_project.path("models/selection.json").read_text())
+    assert "parent_run_id" not in selection
+    assert "experiment_id" not in selection
+    mlflow.set_tracking_uri(tiny_project.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(selection["experiment_name"])
+    assert experiment is not None
+    tagged = mlflow.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.selection_fingerprint != ''",
+        output_format="pandas",
+    )
+    assert isinstance(tagged, pd.DataFrame)
+    assert len(tagged) >= 1
+    result = tiny_project.run(
+        "python",
+        "-m",
+        "pipelines.evaluate",
+        check=False,
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"},
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "made this models/selection.json" in result.stdout + result.stderr
+    assert "dvc repro --force train" in result.stdout + result.stderr
 
 
 def test_unreachable_tracking_server_is_a_clear_error(tiny_project: Project) -> None:

@@ -44,6 +44,8 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 # Version tags the promotion rule reads back.
 TEST_AP_TAG = "test_average_precision"
 TEST_BRIER_TAG = "test_brier"
+# The train stage's parent run carries its selection's fingerprint (find_pipeline_run).
+SELECTION_TAG = "selection_fingerprint"
 DATA_TAG = "data_fingerprint"
 # Packages the logged model needs at load time; versions are read from this environment.
 _MODEL_REQUIREMENTS = ["mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"]
@@ -104,19 +106,36 @@ def connect(experiment_name: str, project_root: Path | str = ".") -> str:
         raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
 
 
-def use_experiment(experiment_id: str, project_root: Path | str = ".") -> str:
-    """Point MLflow at the store and check that an earlier stage's experiment is there."""
+def find_pipeline_run(
+    experiment_name: str, selection_fingerprint: str, project_root: Path | str = "."
+) -> tuple[str, str]:
+    """The experiment id and the newest parent run that the train stage tagged with this
+    selection's fingerprint: tracking state is looked up in the store, never kept in a
+    DVC output."""
     uri = _point_at_store(project_root)
+    client = MlflowClient()
     try:
-        MlflowClient().get_experiment(experiment_id)
-    except MlflowException:
-        raise TrackingError(
-            f"experiment {experiment_id} (made by the train stage) is not in MLflow store {uri}; "
-            "was MLFLOW_TRACKING_URI changed? Re-run `dvc repro --force train` with this store"
-        ) from None
+        experiment = client.get_experiment_by_name(experiment_name)
+        runs = (
+            []
+            if experiment is None
+            else client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.{SELECTION_TAG} = '{selection_fingerprint}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        )
     except Exception as exc:
         raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
-    return experiment_id
+    if not runs:
+        raise TrackingError(
+            f"no run in experiment '{experiment_name}' of MLflow store {uri} made this "
+            f"models/selection.json (fingerprint {selection_fingerprint}); was "
+            "MLFLOW_TRACKING_URI changed, or the outputs pulled from another store? Re-run "
+            "`dvc repro --force train` with this store"
+        )
+    return str(runs[0].info.experiment_id), str(runs[0].info.run_id)
 
 
 def flatten(prefix: str, value: Any) -> dict[str, str]:
