@@ -36,7 +36,11 @@ sys.path.insert(0, str(REPO))
 from sklearn.metrics import average_precision_score, brier_score_loss  # noqa: E402
 
 from benchmarks.pipeline import machine, row, save_results  # noqa: E402
-from fraud_detection.calibration import cross_fitted, fit_calibrator  # noqa: E402
+from fraud_detection.calibration import (  # noqa: E402
+    cross_fitted,
+    fit_calibrator,
+    without_calibration,
+)
 from fraud_detection.evaluation import ECE_BINS, probability_scores  # noqa: E402
 from fraud_detection.io.model_package import load_model_package  # noqa: E402
 from fraud_detection.schema import FeatureSchema  # noqa: E402
@@ -89,9 +93,7 @@ def measure(project: Project) -> dict[str, Any]:
     test = pd.read_parquet(project.path("data/split/test.parquet"))
     metrics = json.loads(project.path("reports/evaluate/metrics.json").read_text())
     package = load_model_package(project.path("models/model"))
-    step = package.pipeline[-1]
-    inner = getattr(step, "estimator", step)
-    raw_test = inner.predict_proba(package.pipeline[:-1].transform(test[schema.names]))[:, 1]
+    raw_test = without_calibration(package.pipeline).predict_proba(test[schema.names])[:, 1]
     y_test = test[schema.target].to_numpy()
     base_rate = float(selection["positive_share"])
     test_by_method, oof_by_method = {}, {}

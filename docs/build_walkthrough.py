@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from matplotlib.figure import Figure
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
@@ -30,6 +29,7 @@ from xgboost import XGBClassifier
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fraud_detection.calibration import without_calibration  # noqa: E402
 from fraud_detection.gradient_descent import fit_logistic_regression  # noqa: E402
 from fraud_detection.io.files import load_params  # noqa: E402
 from fraud_detection.io.model_package import load_model_package  # noqa: E402
@@ -249,20 +249,20 @@ def calibration(test: Split, proba: np.ndarray) -> dict[str, Any]:
 
 
 def calibration_effects(
-    test_frame: pd.DataFrame, schema: FeatureSchema, champion: Any, params: Params
+    test_frame: pd.DataFrame,
+    schema: FeatureSchema,
+    champion: Any,
+    after: np.ndarray,
+    params: Params,
 ) -> dict[str, Any]:
     """Before/after calibration: per strategy of the champion's model on the leaderboard,
-    and the champion on the test week (metrics.json)."""
+    and the champion on the test week (metrics.json); ``after`` is its test scores."""
     board = pd.read_csv(LEADERBOARD)
     selection = Selection.model_validate_json(SELECTION.read_text())
     family = board[board["model"] == selection.model]
     metrics = json.loads(METRICS.read_text())
-    step = champion.pipeline[-1]
-    raw = champion.pipeline[:-1]
-    features = test_frame[schema.names]
-    after = champion.pipeline.predict_proba(features)[:, 1]
-    inner = getattr(step, "estimator", step)
-    before = inner.predict_proba(raw.transform(features))[:, 1]
+    raw = without_calibration(champion.pipeline)
+    before = raw.predict_proba(test_frame[schema.names])[:, 1]
     cost = params.evaluate.threshold
     return {
         "calibration_model": selection.model,
@@ -272,7 +272,7 @@ def calibration_effects(
             f"{row.calibrated_ece_mean:.5f} |"
             for row in family.itertuples()
         ),
-        "calibrator": metrics_calibrator(),
+        "calibrator": str(champion.metadata["calibration"]),
         "base_rate": metrics["base_rate"],
         "test_rate": float(test_frame[schema.target].mean()),
         "mean_before": float(before.mean()),
@@ -296,12 +296,6 @@ def calibration_effects(
         / (cost.cost_false_positive + cost.cost_false_negative),
         "selection_reason": selection.decision,
     }
-
-
-def metrics_calibrator() -> str:
-    """The calibrator as the model folder's metadata records it."""
-    text = (MODEL / "MLmodel").read_text()
-    return str(yaml.safe_load(text)["metadata"]["calibration"])
 
 
 def imbalance(train: Split, test: Split, proba: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -506,7 +500,7 @@ def main() -> None:
         ("calibration", lambda: calibration(test, proba)),
         (
             "calibration effects",
-            lambda: calibration_effects(test_frame, schema, champion, params),
+            lambda: calibration_effects(test_frame, schema, champion, proba, params),
         ),
         ("imbalance", lambda: imbalance(train, test, proba, champion.threshold)),
         ("cross-validation", lambda: cross_validation(train_frame, test_frame, schema)),

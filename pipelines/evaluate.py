@@ -114,7 +114,8 @@ def evaluate(
     )
 
     raw_proba = raw_model.predict_proba(test[schema.names])[:, 1]
-    proba = model.predict_proba(test[schema.names])[:, 1]
+    # The shipped model's own predict_proba is this map of the same raw scores.
+    proba = calibrator.predict(raw_proba)
     test_y = test[schema.target].to_numpy()
     metrics, matrix = holdout_report(test, schema, proba, choice.value, params)
     metrics |= calibration_report(test_y, raw_proba, selection.positive_share)

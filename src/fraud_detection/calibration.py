@@ -144,18 +144,26 @@ def cross_fitted(method: str, scores: ArrayLike, y: ArrayLike, fold: ArrayLike) 
     return out
 
 
-def helpful_method(method: str, scores: ArrayLike, y: ArrayLike, fold: ArrayLike) -> str:
-    """``method`` if its cross-fitted scores have a lower Brier score than the raw ones,
-    else ``"none"``: a calibrator that does not help on rows it has not seen does not
-    ship. (A log-odds sigmoid can hurt a random forest, whose many exact zeros sit far
-    from its other scores on the log-odds scale.)"""
-    if method == "none":
-        return method
+def cross_fitted_if_helpful(
+    method: str, scores: ArrayLike, y: ArrayLike, fold: ArrayLike
+) -> tuple[str, Scores]:
+    """``method`` and its cross-fitted scores if they have a lower Brier score than the
+    raw ones, else ``"none"`` and the raw scores: a calibrator that does not help on rows
+    it has not seen does not ship. (A log-odds sigmoid can hurt a random forest, whose
+    many exact zeros sit far from its other scores on the log-odds scale.)"""
     labels = np.asarray(y, dtype=np.float64)
     raw = np.asarray(scores, dtype=np.float64)
+    if method == "none":
+        return method, raw
     crossed = cross_fitted(method, raw, labels, fold)
-    improves = np.mean((crossed - labels) ** 2) < np.mean((raw - labels) ** 2)
-    return method if improves else "none"
+    if np.mean((crossed - labels) ** 2) < np.mean((raw - labels) ** 2):
+        return method, crossed
+    return "none", raw
+
+
+def helpful_method(method: str, scores: ArrayLike, y: ArrayLike, fold: ArrayLike) -> str:
+    """The calibration :func:`cross_fitted_if_helpful` keeps."""
+    return cross_fitted_if_helpful(method, scores, y, fold)[0]
 
 
 class CalibratedClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -216,3 +224,12 @@ def calibrator_of(pipeline: Any) -> Calibrator:
         calibrator: Calibrator = step.calibrator
         return calibrator
     return IdentityCalibrator()
+
+
+def without_calibration(pipeline: Pipeline) -> Pipeline:
+    """A shipped pipeline's classifier before its calibrator (itself if uncalibrated):
+    the raw scores that the reports set beside the calibrated ones."""
+    *steps, (name, step) = pipeline.steps
+    if not isinstance(step, CalibratedClassifier):
+        return pipeline
+    return Pipeline([*steps, (name, step.estimator)])

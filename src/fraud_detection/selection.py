@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fraud_detection.calibration import cross_fitted, helpful_method
+from fraud_detection.calibration import cross_fitted_if_helpful
 from fraud_detection.evaluation import PROBABILITY_METRICS, probability_scores
 from fraud_detection.params import CalibrationParams, ModelKind, SelectionParams, Strategy
 from fraud_detection.validation import CandidateResult, best_result, by_family
@@ -51,9 +51,7 @@ def calibrated_summary(
     oof = result.out_of_fold(n_rows)
     labels = y[oof["row"].to_numpy()]
     folds = oof["fold"].to_numpy()
-    raw = oof["proba"].to_numpy()
-    method = helpful_method(method, raw, labels, folds)
-    proba = cross_fitted(method, raw, labels, folds)
+    method, proba = cross_fitted_if_helpful(method, oof["proba"].to_numpy(), labels, folds)
     per_fold = pd.DataFrame(
         [probability_scores(labels[folds == f], proba[folds == f]) for f in np.unique(folds)]
     )
@@ -72,8 +70,6 @@ class Decision:
     tied: list[str]  # families (model/strategy), best AP first
     calibrated: dict[str, dict[str, float]]  # family -> calibrated_summary figures
     methods: dict[str, str]  # family -> the calibration it ships with
-    best_average_precision: float
-    standard_error: float
     reason: str
 
 
@@ -126,8 +122,6 @@ def choose(
         tied=[r.candidate.family for r in tied],
         calibrated=calibrated,
         methods=methods,
-        best_average_precision=top.mean_average_precision,
-        standard_error=error,
         reason=reason,
     )
 

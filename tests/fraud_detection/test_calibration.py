@@ -20,6 +20,7 @@ from fraud_detection.calibration import (
     fit_calibrator,
     helpful_method,
     with_calibration,
+    without_calibration,
 )
 from fraud_detection.errors import DataValidationError
 from tests.model_helpers import MIXED_SCHEMA, fitted_pipeline, mixed_data
@@ -79,6 +80,7 @@ def test_none_keeps_the_scores_and_the_pipeline() -> None:
     calibrator = fit_calibrator("none", np.array([0.1, 0.9]), np.array([0, 1]))
     assert isinstance(calibrator, IdentityCalibrator)
     assert with_calibration(pipeline, calibrator) is pipeline
+    assert without_calibration(pipeline) is pipeline
 
 
 def test_unknown_method_names_the_key() -> None:
@@ -119,6 +121,7 @@ def test_the_calibrated_step_is_one_fitted_scikit_learn_estimator() -> None:
     proba = shipped.predict_proba(X)
     np.testing.assert_allclose(proba[:, 1], calibrator.predict(raw))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(without_calibration(shipped).predict_proba(X)[:, 1], raw)
     assert set(shipped.predict(X)) <= {0, 1}
     # clone() keeps the fitted parts, as for scikit-learn's FrozenEstimator: tools that
     # clone see the same model instead of an unfitted copy.
