@@ -108,22 +108,17 @@ def current_rows(
     schema = reference.info.feature_schema
     logged = read_predictions(log_path, schema, start=window.start, end=window.end)
     frame = logged.frame
-    other_version = 0
-    wanted = params.model_version or reference.info.model_version
-    if wanted is not None:
-        keep = frame["model_version"] == wanted
-        if params.model_version is None:
-            # Implied by the reference: rows of a model served from a folder without
-            # registry information ("local") cannot be told apart, so they are kept.
-            keep |= frame["model_version"] == LOCAL_VERSION
-        other_version = int((~keep).sum())
-        frame = frame[keep]
+    keep = _judged(frame, reference, params)
+    other_version = int((~keep).sum())
+    others = sorted(frame.loc[~keep, "model_version"].unique().tolist())
+    frame = frame[keep]
     counts = {
         "rows_in_window": logged.rows_in_window,
         "other_schema_rows": logged.other_schema_rows,
         "unreadable_rows": logged.unreadable_rows,
         "other_version_rows": other_version,
         "model_versions": sorted(frame["model_version"].unique().tolist()),
+        "other_model_versions": others,
     }
     if len(frame) < params.min_rows:
         raise MonitorInputError(
@@ -137,6 +132,22 @@ def current_rows(
             )
         )
     return frame.reset_index(drop=True), counts
+
+
+def _judged(frame: pd.DataFrame, reference: Reference, params: MonitorParams) -> pd.Series:
+    """Which rows the monitor judges: monitor.model_version's if set, else the model the
+    reference was built for, known by its fingerprint in every store. Rows logged without
+    a fingerprint (a model older than it) cannot be told apart, so they are kept."""
+    if params.model_version is not None:
+        return frame["model_version"] == params.model_version
+    fingerprint = reference.info.model_fingerprint
+    if not fingerprint:
+        return pd.Series(True, index=frame.index)
+    return frame["model_fingerprint"].isin([fingerprint, ""])
+
+
+def _version_name(version: str) -> str:
+    return "a model folder" if version == LOCAL_VERSION else f"v{version}"
 
 
 def _too_few(
@@ -161,14 +172,13 @@ def _too_few(
             f"monitor.model_version={params.model_version!r}"
         )
     elif counts["other_version_rows"]:
-        kept = {reference.info.model_version, LOCAL_VERSION}
-        served = ", ".join(f"v{v}" for v in logged.model_versions if v not in kept)
+        served = ", ".join(_version_name(v) for v in counts["other_model_versions"])
         reasons.append(
-            f"{counts['other_version_rows']:,} came from {served}, but the reference describes "
-            f"v{reference.info.model_version}, the pipeline's latest model (a challenger if it "
-            "did not beat the champion): serve that model (SERVING_MODEL_URI=models/model "
-            "make serve), or rebuild the reference for the served model "
-            "(docs/monitoring.md, 'The reference')"
+            f"{counts['other_version_rows']:,} came from another model ({served}) than the one "
+            f"the reference describes (model fingerprint {reference.info.model_fingerprint}), "
+            "the pipeline's latest model (a challenger if it did not beat the champion): "
+            "serve that model (SERVING_MODEL_URI=models/model make serve), or rebuild the "
+            "reference for the served model (docs/monitoring.md, 'The reference')"
         )
     if logged.unreadable_rows:
         reasons.append(f"{logged.unreadable_rows:,} could not be read")

@@ -31,7 +31,7 @@ class MonitorInputError(RuntimeError):
 class LoggedPredictions:
     """The rows of a time window that match the schema, as a DataFrame with one column per
     feature, plus ``logged_at``, ``request_id``, ``row_index``, ``model_version``,
-    ``probability`` and ``is_fraud``."""
+    ``model_fingerprint``, ``probability`` and ``is_fraud``."""
 
     frame: pd.DataFrame
     rows_in_window: int
@@ -45,6 +45,7 @@ _NAMES = (
     "request_id",
     "row_index",
     "model_version",
+    "model_fingerprint",
     "schema_fingerprint",
     "features",
     "probability",
@@ -71,12 +72,13 @@ def read_predictions(
     numbers = _numeric(frame, schema)
     frame, readable = frame[numbers], readable[numbers]
     keep = np.flatnonzero(matching)[readable]
-    for name in ("logged_at", "request_id", "row_index", "model_version"):
+    for name in ("logged_at", "request_id", "row_index", "model_version", "model_fingerprint"):
         frame.insert(len(frame.columns) - len(schema.names), name, _pick(by_name[name], keep))
     frame["probability"] = np.asarray(_pick(by_name["probability"], keep), dtype=np.float64)
     frame["is_fraud"] = np.asarray(_pick(by_name["is_fraud"], keep), dtype=np.int64)
     frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True, format="ISO8601")
     frame["model_version"] = frame["model_version"].astype(str)
+    frame["model_fingerprint"] = frame["model_fingerprint"].astype(str)
     return LoggedPredictions(
         frame=frame,
         rows_in_window=len(rows),
@@ -117,18 +119,26 @@ def _select(path: Path, start: datetime | None, end: datetime | None) -> list[tu
         conditions.append("logged_at < ?")
         parameters.append(_iso(end))
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    # Only fixed text goes into the SQL; the window ends are bound parameters.
-    query = f"SELECT {_COLUMNS} FROM predictions{where} ORDER BY id"
     try:
         # Read-only: the monitor must never lock out the service that writes the log.
         uri = f"{path.resolve().as_uri()}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True)) as connection:
+            # Only fixed text goes into the SQL; the window ends are bound parameters.
+            query = f"SELECT {_columns(connection)} FROM predictions{where} ORDER BY id"
             return connection.execute(query, parameters).fetchall()
     except sqlite3.DatabaseError as error:
         raise MonitorInputError(
             f"{path} is not a readable prediction log ({error}); it should be the SQLite "
             "file the service writes (SERVING_PREDICTION_LOG)"
         ) from None
+
+
+def _columns(connection: sqlite3.Connection) -> str:
+    """The columns to select; a log older than ``model_fingerprint`` reads as ''."""
+    present = {row[1] for row in connection.execute("PRAGMA table_info(predictions)")}
+    if "model_fingerprint" in present or not present:
+        return _COLUMNS
+    return _COLUMNS.replace("model_fingerprint", "'' AS model_fingerprint")
 
 
 def _parse(texts: list[str], width: int) -> tuple[list[list[Any]], NDArray[np.int64]]:

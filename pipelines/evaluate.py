@@ -6,6 +6,7 @@ here and only here, after every modelling choice has been made.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -34,10 +35,10 @@ from fraud_detection.io.files import (
     write_json,
     write_text,
 )
-from fraud_detection.io.model_package import REGISTRY_FILE, RegistryInfo
 from fraud_detection.io.provenance import files_fingerprint
 from fraud_detection.modeling import Selection, refit_for_serving
 from fraud_detection.params import EvaluateParams
+from fraud_detection.registry import FINGERPRINT_KEY, model_fingerprint, scores_fingerprint
 from fraud_detection.schema import FeatureSchema, check_frame
 from fraud_detection.workspace import (
     CURVES_DIR,
@@ -167,7 +168,7 @@ def write_reports(result: Evaluation) -> None:
     write_text(result.importance.to_csv(index=False), IMPORTANCE)
 
 
-def model_metadata(result: Evaluation, selection: Selection) -> dict[str, Any]:
+def model_metadata(result: Evaluation, selection: Selection, identity: Identity) -> dict[str, Any]:
     """Travels inside the model folder: what the server needs besides the pipeline."""
     return {
         "threshold": result.threshold.value,
@@ -176,19 +177,45 @@ def model_metadata(result: Evaluation, selection: Selection) -> dict[str, Any]:
         "cv_average_precision": selection.cv_average_precision,
         "calibration": result.calibrator,
         "test_metrics": {k: round(float(v), 6) for k, v in result.metrics.items()},
+        # Who the model is, without a registry version (which only one store knows): the
+        # service stamps it on each logged prediction, the drift reference names it.
+        FINGERPRINT_KEY: identity.fingerprint,
+        "registered_model_name": identity.name,
     }
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str  # evaluate.registered_model_name
+    fingerprint: str  # registry.model_fingerprint of the inputs and the test scores
+
+
+def identity(result: Evaluation, selection: Selection, params: EvaluateParams) -> Identity:
+    """The same data, params and code make the same fingerprint: a rerun finds its own
+    registry version instead of registering a twin."""
+    parts = {
+        "selection": selection.fingerprint,
+        "data": files_fingerprint(TRAIN_SET, TEST_SET, OUT_OF_FOLD),
+        "evaluate": json.dumps(params.model_dump(mode="json"), sort_keys=True),
+        "test_scores": scores_fingerprint(result.proba),
+    }
+    return Identity(params.registered_model_name, model_fingerprint(parts))
 
 
 def card_facts(
     result: Evaluation,
     selection: Selection,
     schema: FeatureSchema,
-    promotion: tracking.Promotion,
+    identity: Identity,
+    promotion: tracking.Promotion | None,
 ) -> model_card.CardFacts:
+    """The card's facts; without ``promotion`` (the pipeline's own copy, a DVC output)
+    it names the model by fingerprint, with it (the copy logged to MLflow) by version."""
     return model_card.CardFacts(
-        name=promotion.name,
-        version=promotion.version,
-        alias=promotion.alias,
+        name=identity.name,
+        version=promotion.version if promotion else None,
+        alias=promotion.alias if promotion else None,
+        fingerprint=identity.fingerprint,
         candidate=selection.label,
         cv_average_precision=selection.cv_average_precision,
         threshold=result.threshold.value,
@@ -209,13 +236,18 @@ def record_in_mlflow(
     example: pd.DataFrame,
     params: EvaluateParams,
     *,
+    identity: Identity,
     pipeline_run: tuple[str, str],
 ) -> tracking.Promotion:
-    """A child run of the pipeline's parent run: metrics, plots, the model; then the registry."""
+    """A child run of the pipeline's parent run: metrics, plots, the model; then the
+    registry. Run ids and versions stay in MLflow: no stage output records them."""
     experiment_id, parent_run_id = pipeline_run
     test_metrics = {f"test_{k}": float(v) for k, v in result.metrics.items()}
     run_id = tracking.start_run(
-        experiment_id, f"evaluate {selection.candidate.family}", parent_run_id=parent_run_id
+        experiment_id,
+        f"evaluate {selection.candidate.family}",
+        parent_run_id=parent_run_id,
+        tags={FINGERPRINT_KEY: identity.fingerprint},
     )
     tracking.log_batch(
         run_id,
@@ -226,33 +258,21 @@ def record_in_mlflow(
     for name, figure in result.figures.items():
         tracking.log_figure(run_id, figure, f"plots/{name}")
     tracking.log_artifact(run_id, IMPORTANCE)
-    model_uri = tracking.log_model(
-        run_id, result.model, schema, example, model_metadata(result, selection)
-    )
+    metadata = model_metadata(result, selection, identity)
     promotion = tracking.register_and_promote(
-        model_uri,
-        params.registered_model_name,
-        result.metrics["average_precision"],
-        files_fingerprint(TRAIN_SET, TEST_SET),
+        # Called only when the registry does not hold this model yet.
+        lambda: tracking.log_model(run_id, result.model, schema, example, metadata),
+        identity.name,
+        fingerprint=identity.fingerprint,
+        test_average_precision=result.metrics["average_precision"],
+        data_fingerprint=files_fingerprint(TRAIN_SET, TEST_SET),
         test_brier=result.metrics["brier"],
     )
-    # The workspace model says which registry version it is, so the service logs its
-    # predictions under that version and the drift reference can be matched to them.
-    registered = RegistryInfo(
-        name=promotion.name,
-        version=promotion.version,
-        alias=promotion.alias,
-        run_id=run_id,
-        source_uri=model_uri,
-    )
-    write_text(registered.model_dump_json(indent=2) + "\n", MODEL_DIR / REGISTRY_FILE)
-    write_text(model_card.render(card_facts(result, selection, schema, promotion)), MODEL_CARD)
-    tracking.log_artifact(run_id, MODEL_CARD)
-    tracking.log_batch(
-        parent_run_id,
-        metrics=test_metrics,
-        tags={"registered_version": promotion.version, "alias": promotion.alias},
-    )
+    card = model_card.render(card_facts(result, selection, schema, identity, promotion))
+    tracking.log_text(run_id, card, MODEL_CARD.name)
+    tags = {"registered_version": promotion.version, "alias": str(promotion.alias)}
+    tracking.log_batch(run_id, tags=tags)
+    tracking.log_batch(parent_run_id, metrics=test_metrics, tags=tags)
     tracking.end_run(run_id)
     return promotion
 
@@ -273,19 +293,22 @@ def main(log: logging.Logger) -> str:
     )
     write_reports(result)
     example = train[schema.names].head(5)
+    named = identity(result, selection, params)
     with atomic_path(MODEL_DIR) as folder:
         tracking.save_model(
-            result.model, folder, schema, example, model_metadata(result, selection)
+            result.model, folder, schema, example, model_metadata(result, selection, named)
         )
+    write_text(model_card.render(card_facts(result, selection, schema, named, None)), MODEL_CARD)
     promotion = record_in_mlflow(
-        result, selection, schema, example, params, pipeline_run=pipeline_run
+        result, selection, schema, example, params, identity=named, pipeline_run=pipeline_run
     )
     log.info("registry: %s", promotion.message)
     m = result.metrics
     return (
         f"{selection.label}: test AP {m['average_precision']:.3f}, ROC AUC {m['roc_auc']:.3f}, "
         f"F1 {m['f1']:.3f} at threshold {result.threshold.value:.3f}; "
-        f"{promotion.name} v{promotion.version} is '{promotion.alias}'"
+        f"{promotion.name} v{promotion.version} is '{promotion.alias or 'without an alias'}' "
+        f"(fingerprint {named.fingerprint})"
     )
 
 

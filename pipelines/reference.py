@@ -10,6 +10,7 @@ from fraud_detection.io.files import read_json, read_parquet, write_json, write_
 from fraud_detection.io.model_package import load_model_package
 from fraud_detection.modeling import Selection
 from fraud_detection.reference import held_out_scores, reference_info, reference_table
+from fraud_detection.registry import FINGERPRINT_KEY
 from fraud_detection.schema import check_frame
 from fraud_detection.workspace import MODEL_DIR, REFERENCE, REFERENCE_INFO, SELECTION, TRAIN_SET
 from pipelines._common import run
@@ -39,9 +40,8 @@ def main(log: logging.Logger) -> str:
         schema,
         package.threshold,
         scored_by=f"{selection.candidate.family}, refitted without the row's day, {calibrator!r}",
-        model_run_id=package.run_id or (package.registry.run_id if package.registry else None),
-        model_name=package.registry.name if package.registry else None,
-        model_version=package.registry.version if package.registry else None,
+        model_name=package.metadata.get("registered_model_name"),
+        model_fingerprint=package.metadata.get(FINGERPRINT_KEY),
         test_metrics={k: float(v) for k, v in (package.metadata.get("test_metrics") or {}).items()},
     )
     write_parquet(table, REFERENCE)

@@ -12,6 +12,7 @@ from typing import Any
 from fraud_detection.errors import ModelLoadError
 from fraud_detection.inference import Scorer, compile_scorer
 from fraud_detection.io.model_package import LOCAL_VERSION, ModelPackage, load_model_package
+from fraud_detection.registry import FINGERPRINT_KEY
 from serving.prediction_log import ModelStamp
 from serving.settings import Settings
 
@@ -51,6 +52,7 @@ class LoadedModel:
             "calibration": self.package.metadata.get("calibration"),
             "test_metrics": self.package.metadata.get("test_metrics", {}),
             "scoring": {"method": self.scorer.method, "detail": self.scorer.detail},
+            "model_fingerprint": self.stamp.fingerprint or None,
             "schema_fingerprint": self.stamp.schema_fingerprint,
             "feature_schema": self.package.schema.model_dump(mode="json"),
         }
@@ -96,6 +98,7 @@ def _load(settings: Settings, registry_cache: Path | None) -> LoadedModel:
         schema_json=schema_json,
         feature_names=tuple(package.schema.names),
         threshold=package.threshold,
+        fingerprint=str(package.metadata.get(FINGERPRINT_KEY) or ""),
     )
     return LoadedModel(
         package=package,

@@ -13,6 +13,8 @@ Table ``predictions`` (one row per scored transaction):
     request_id      the request's id (X-Request-ID, or one the service made)
     row_index       position in a batch request (0 for /predict)
     model_name, model_version, schema_fingerprint
+    model_fingerprint  the model's content fingerprint (its metadata's model_fingerprint;
+                    '' for models older than it): which model answered, in any store
     features        JSON array of the feature values, in the order of the schema's
                     names (``schemas.feature_schema``): an array, not an object, keeps
                     the writer cheap (see ``_statement``)
@@ -56,7 +58,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     features TEXT NOT NULL,
     probability REAL NOT NULL,
     is_fraud INTEGER NOT NULL,
-    threshold REAL NOT NULL
+    threshold REAL NOT NULL,
+    model_fingerprint TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS predictions_logged_at ON predictions (logged_at);
 CREATE TABLE IF NOT EXISTS schemas (
@@ -70,8 +73,9 @@ CREATE TABLE IF NOT EXISTS schemas (
 # (a 1,000-row batch spent more time in the writer than in scoring).
 _INSERT = """
 INSERT INTO predictions (logged_at, request_id, row_index, model_name, model_version,
-                         schema_fingerprint, features, probability, is_fraud, threshold)
-SELECT ?, ?, CAST(key AS INTEGER), ?, ?, ?, value -> 0, value ->> 1, value ->> 2, ?
+                         schema_fingerprint, model_fingerprint, features, probability,
+                         is_fraud, threshold)
+SELECT ?, ?, CAST(key AS INTEGER), ?, ?, ?, ?, value -> 0, value ->> 1, value ->> 2, ?
 FROM json_each(?)
 """
 _RETRY_SECONDS = 0.5
@@ -87,6 +91,7 @@ class ModelStamp:
     schema_json: str
     feature_names: tuple[str, ...]
     threshold: float
+    fingerprint: str = ""  # the model's content fingerprint; '' for models without one
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class PredictionLog:
         connection = _connect(self.path)
         with connection:
             connection.executescript(_SCHEMA_SQL)
+            _add_missing_columns(connection)
         self._thread = threading.Thread(
             target=self._run, args=(connection,), name="prediction-log", daemon=True
         )
@@ -242,9 +248,26 @@ def _statement(entry: Entry) -> tuple[Any, ...]:
         stamp.name,
         stamp.version,
         stamp.schema_fingerprint,
+        stamp.fingerprint,
         stamp.threshold,
         payload,
     )
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    """A log written before ``model_fingerprint`` existed gains the column ('' in old
+    rows), so a new service keeps appending to the same file."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(predictions)")}
+    if "model_fingerprint" in columns:
+        return
+    try:
+        connection.execute(
+            "ALTER TABLE predictions ADD COLUMN model_fingerprint TEXT NOT NULL DEFAULT ''"
+        )
+    except sqlite3.OperationalError as error:
+        # Another worker starting at the same moment added it first.
+        if "duplicate column" not in str(error):
+            raise
 
 
 def _connect(path: Path) -> sqlite3.Connection:

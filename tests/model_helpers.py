@@ -8,6 +8,7 @@ with ``tracking.save_model``, exactly as the evaluate stage does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,13 @@ def _make_registry(root: Path) -> RegistryStore:
             run_id = tracking.start_run(experiment, f"evaluate ap={test_ap}")
             metadata = METADATA | {"candidate": "logreg/none"}
             model_uri = tracking.log_model(run_id, pipeline, schema, X.head(5), metadata)
-            promotion = tracking.register_and_promote(model_uri, REGISTERED_NAME, test_ap, "data")
+            promotion = tracking.register_and_promote(
+                functools.partial(str, model_uri),
+                REGISTERED_NAME,
+                fingerprint=f"fp-{test_ap}",
+                test_average_precision=test_ap,
+                data_fingerprint="data",
+            )
             tracking.end_run(run_id)
             run_ids[promotion.version] = run_id
         uri = tracking.tracking_uri(root)

@@ -39,6 +39,9 @@ class CardFacts:
     split: dict[str, Any]
     schema: FeatureSchema
     segments: pd.DataFrame | None
+    # The model's content fingerprint (registry.model_fingerprint): the pipeline's own
+    # copy of the card names the model by it, since only the store knows the version.
+    fingerprint: str | None = None
 
 
 def spending_segments(
@@ -107,11 +110,24 @@ def _header(facts: CardFacts) -> list[str]:
         "",
         f"**Why this model.** {facts.decision}.",
         "",
+        *_identity(facts),
         f"**Intended use.** {use}, and flagging those above the threshold. The flag is a "
         f"reason to look, not a verdict: it is not meant to {acted_on} without a "
         "person's review.",
         "",
     ]
+
+
+def _identity(facts: CardFacts) -> list[str]:
+    if facts.fingerprint is None:
+        return []
+    where = (
+        f"registered as {facts.name} v{facts.version}"
+        if facts.version
+        else f"the registry version of {facts.name} tagged `model_fingerprint = "
+        f"'{facts.fingerprint}'` (each store numbers its versions itself)"
+    )
+    return [f"**Identity.** Model fingerprint `{facts.fingerprint}`: {where}.", ""]
 
 
 def _rows(schema: FeatureSchema) -> str:

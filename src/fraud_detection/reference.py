@@ -39,12 +39,13 @@ class ReferenceInfo(BaseModel):
     period_start: str | None
     period_end: str | None
     scored_by: str
-    model_run_id: str | None = None
     # The registry name of the model (evaluate.registered_model_name), when it has one.
     model_name: str | None = None
-    # The registry version of the model the reference was built for, when it has one: the
-    # monitor judges only predictions of that version (another model scores differently).
-    model_version: str | None = None
+    # The content fingerprint of the model the reference was built for (its metadata's
+    # model_fingerprint; the service logs it with every prediction): the monitor judges
+    # only that model's predictions, another model scores differently. Not a registry
+    # version: a version is only known to one store and would go stale in a clone.
+    model_fingerprint: str | None = None
     # Key test-period metrics of the model, to set the live figures beside.
     test_metrics: dict[str, float] = {}
 
@@ -106,10 +107,9 @@ def reference_info(
     threshold: float,
     *,
     scored_by: str,
-    model_run_id: str | None,
     test_metrics: dict[str, float],
     model_name: str | None = None,
-    model_version: str | None = None,
+    model_fingerprint: str | None = None,
 ) -> ReferenceInfo:
     period: list[str | None] = [None, None]
     if schema.time_column is not None and len(table):
@@ -123,8 +123,7 @@ def reference_info(
         period_start=period[0],
         period_end=period[1],
         scored_by=scored_by,
-        model_run_id=model_run_id,
         model_name=model_name,
-        model_version=model_version,
+        model_fingerprint=model_fingerprint,
         test_metrics=test_metrics,
     )

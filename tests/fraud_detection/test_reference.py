@@ -269,7 +269,7 @@ def timed_info(**overrides: Any) -> tuple[ReferenceInfo, pd.DataFrame]:
     table = reference_table(frame, TIMED_SCHEMA, np.full(len(frame), 0.25), threshold=0.4)
     arguments: dict[str, Any] = {
         "scored_by": "held-out days (7-fold), forest/none",
-        "model_run_id": "abc123",
+        "model_fingerprint": "abc123",
         "test_metrics": {"average_precision": 0.61, "roc_auc": 0.9},
     }
     info = reference_info(table, TIMED_SCHEMA, 0.4, **(arguments | overrides))
@@ -288,27 +288,23 @@ def test_reference_info_describes_the_table() -> None:
     assert info.threshold == 0.4
     assert info.feature_schema == TIMED_SCHEMA
     assert info.scored_by == "held-out days (7-fold), forest/none"
-    assert info.model_run_id == "abc123"
+    assert info.model_fingerprint == "abc123"
     assert info.test_metrics == {"average_precision": 0.61, "roc_auc": 0.9}
 
 
 def test_reference_info_without_time_has_no_period() -> None:
     frame = untimed_frame(rows=50, positives=7)
     table = reference_table(frame, UNTIMED_SCHEMA, np.full(50, 0.1), threshold=0.5)
-    info = reference_info(
-        table, UNTIMED_SCHEMA, 0.5, scored_by="stratified", model_run_id=None, test_metrics={}
-    )
+    info = reference_info(table, UNTIMED_SCHEMA, 0.5, scored_by="stratified", test_metrics={})
     assert (info.period_start, info.period_end) == (None, None)
     assert (info.rows, info.positives) == (50, 7)
-    assert info.model_run_id is None
+    assert info.model_fingerprint is None
 
 
 def test_reference_info_of_an_empty_table_has_no_period() -> None:
     frame = timed_frame(2).iloc[:0]
     table = reference_table(frame, TIMED_SCHEMA, np.empty(0), threshold=0.5)
-    info = reference_info(
-        table, TIMED_SCHEMA, 0.5, scored_by="nothing", model_run_id=None, test_metrics={}
-    )
+    info = reference_info(table, TIMED_SCHEMA, 0.5, scored_by="nothing", test_metrics={})
     assert (info.rows, info.positives) == (0, 0)
     assert (info.period_start, info.period_end) == (None, None)
 

@@ -58,7 +58,9 @@ def synthetic(rows: int, seed: int, shift: dict[str, float] | None = None) -> pd
     return reference_table(frame, SCHEMA, scores, THRESHOLD)
 
 
-def write_reference(folder: Path, table: pd.DataFrame, model_version: str | None = None) -> Path:
+def write_reference(
+    folder: Path, table: pd.DataFrame, model_fingerprint: str | None = None
+) -> Path:
     """``reference.parquet`` and ``reference.json`` in ``folder``, as the stage writes them."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "reference.parquet"
@@ -68,15 +70,17 @@ def write_reference(folder: Path, table: pd.DataFrame, model_version: str | None
         SCHEMA,
         THRESHOLD,
         scored_by="synthetic logistic",
-        model_run_id="run-1",
         test_metrics=TEST_METRICS,
-        model_version=model_version,
+        model_fingerprint=model_fingerprint,
     )
     path.with_suffix(".json").write_text(info.model_dump_json(indent=2), encoding="utf-8")
     return path
 
 
-def model_stamp(schema: FeatureSchema = SCHEMA, version: str = "3") -> ModelStamp:
+def model_stamp(
+    schema: FeatureSchema = SCHEMA, version: str = "3", fingerprint: str | None = None
+) -> ModelStamp:
+    """The stamp of model ``version``; its fingerprint is ``model-<version>`` unless given."""
     return ModelStamp(
         name="fraud-detector",
         version=version,
@@ -84,6 +88,7 @@ def model_stamp(schema: FeatureSchema = SCHEMA, version: str = "3") -> ModelStam
         schema_json=schema.model_dump_json(),
         feature_names=tuple(schema.names),
         threshold=THRESHOLD,
+        fingerprint=f"model-{version}" if fingerprint is None else fingerprint,
     )
 
 
@@ -97,6 +102,7 @@ def write_log(
     *,
     schema: FeatureSchema = SCHEMA,
     version: str = "3",
+    fingerprint: str | None = None,
     batch: int = 10,
     prefix: str = "req",
     start: datetime = LOGGED_FROM,
@@ -105,7 +111,7 @@ def write_log(
     of ``batch`` rows, ``prefix-00000``, ``prefix-00001``, ..., one a second from ``start``."""
     log = PredictionLog(path, flush_seconds=0.0)
     log.start()
-    stamp = model_stamp(schema, version)
+    stamp = model_stamp(schema, version, fingerprint)
     values = table[schema.names].to_numpy().tolist()
     scores = table[SCORE_COLUMN].to_numpy().tolist()
     decisions = table[DECISION_COLUMN].astype(bool).to_numpy().tolist()

@@ -375,29 +375,35 @@ def test_monitor_model_version_keeps_that_version_and_counts_the_others(
     assert result.exit_code == 0
 
 
-def test_the_reference_s_model_version_is_the_one_judged(
+def test_the_reference_s_model_is_the_one_judged(
     tmp_path: Path, reference_frame: pd.DataFrame
 ) -> None:
-    """A reference built for v4 judges v4's predictions (and unregistered "local" ones), and
-    counts the rows another version scored: their scores are not comparable."""
-    reference = write_reference(tmp_path / "reference", reference_frame, model_version="4")
+    """A reference built for a model judges that model's predictions, known by its
+    fingerprint whatever version or folder served it (and rows logged before fingerprints
+    existed, which cannot be told apart), and counts the rows another model scored: their
+    scores are not comparable."""
+    reference = write_reference(tmp_path / "reference", reference_frame, model_fingerprint="fp")
     log = tmp_path / "predictions.db"
-    write_log(log, reference_frame.head(600), version="4", prefix="v4")
-    write_log(log, reference_frame.head(300), version="local", prefix="local")
-    write_log(log, reference_frame.head(200), version="3", prefix="v3")
+    write_log(log, reference_frame.head(600), version="4", fingerprint="fp", prefix="v4")
+    write_log(log, reference_frame.head(300), version="local", fingerprint="fp", prefix="dir")
+    write_log(log, reference_frame.head(100), version="2", fingerprint="", prefix="old")
+    write_log(log, reference_frame.head(200), version="3", fingerprint="other", prefix="v3")
     result = monitor(log, reference, tmp_path / "out", params=MonitorParams(min_rows=100))
-    assert result.summary["rows"] == 900
+    assert result.summary["rows"] == 1000
     assert result.summary["skipped"]["other_version_rows"] == 200
-    assert result.summary["model_versions"] == ["4", "local"]
+    assert result.summary["model_versions"] == ["2", "4", "local"]
 
 
 def test_a_log_of_another_model_than_the_reference_s_is_refused_with_the_fix(
     tmp_path: Path, reference_frame: pd.DataFrame, steady_log: Path
 ) -> None:
-    # The workspace model (v7, a challenger) built the reference; the champion (v3) served.
-    reference = write_reference(tmp_path / "reference", reference_frame, model_version="7")
+    # The workspace model (a challenger) built the reference; the champion (v3) served.
+    reference = write_reference(tmp_path / "reference", reference_frame, model_fingerprint="fp7")
     message = refused(steady_log, reference, tmp_path / "out", MonitorParams(min_rows=100))
-    assert f"{REFERENCE_ROWS:,} came from v3, but the reference describes v7" in message
+    assert (
+        f"{REFERENCE_ROWS:,} came from another model (v3) than the one the reference "
+        "describes (model fingerprint fp7)"
+    ) in message
     assert "SERVING_MODEL_URI=models/model" in message
     assert not (tmp_path / "out").exists()
 

@@ -68,6 +68,7 @@ def test_rows_come_back_as_a_frame_with_the_schema_columns(log_path):
         "request_id",
         "row_index",
         "model_version",
+        "model_fingerprint",
         "amount",
         "channel",
         "probability",
@@ -115,12 +116,23 @@ def test_corrupt_rows_are_skipped_and_counted(log_path):
         connection.execute("UPDATE predictions SET features = '{not json' WHERE row_index = 0")
         connection.execute(
             "INSERT INTO predictions SELECT NULL, logged_at, 'short', 0, model_name, "
-            "model_version, schema_fingerprint, '[1.0]', probability, is_fraud, threshold "
-            "FROM predictions LIMIT 1"
+            "model_version, schema_fingerprint, '[1.0]', probability, is_fraud, threshold, "
+            "model_fingerprint FROM predictions LIMIT 1"
         )
     logged = read_predictions(log_path, SCHEMA)
     assert logged.frame["amount"].tolist() == [2.0]
     assert logged.unreadable_rows == 2
+
+
+def test_a_log_older_than_the_model_fingerprint_reads_it_as_empty(log_path):
+    """Logs written before the column existed stay readable: the monitor keeps their rows
+    (they cannot be told apart) rather than refusing the file."""
+    write(log_path, [entry("old", time.time(), [[1.0, "web"]])])
+    with sqlite3.connect(log_path) as connection:
+        connection.execute("ALTER TABLE predictions DROP COLUMN model_fingerprint")
+    logged = read_predictions(log_path, SCHEMA)
+    assert logged.frame["model_fingerprint"].tolist() == [""]
+    assert logged.frame["request_id"].tolist() == ["old"]
 
 
 def test_a_missing_log_says_where_it_should_come_from(tmp_path):

@@ -124,20 +124,27 @@ def test_model_carries_the_feature_schema(tiny_project: Project) -> None:
     assert mlmodel["flavors"]["python_function"]["predict_fn"] == "predict_proba"
 
 
-def test_model_card_describes_the_registered_version_and_is_logged(
+def test_model_card_names_the_model_and_the_logged_copy_its_version(
     tiny_project: Project,
 ) -> None:
+    """The card in reports/ is a stage output: it names the model by fingerprint. The copy
+    logged with the registered version's run names that version."""
     card = tiny_project.path("reports/evaluate/model_card.md").read_text()
-    client = MlflowClient(tracking_uri=tiny_project.tracking_uri)
-    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
-    newest = max(versions, key=lambda version: int(version.version))
-    assert card.startswith(f"# Model card: {MODEL_NAME} v{newest.version}")
+    mlmodel = yaml.safe_load(tiny_project.path("models/model/MLmodel").read_text())
+    fingerprint = mlmodel["metadata"]["model_fingerprint"]
+    assert card.startswith(f"# Model card: {MODEL_NAME}\n")
+    assert f"**Identity.** Model fingerprint `{fingerprint}`" in card
     metrics = json.loads(tiny_project.path("reports/evaluate/metrics.json").read_text())
     assert f"| test AP | {metrics['average_precision']:.3f} |" in card
     assert "| Q4 (highest) |" in card  # the simulator's data has customers: groups shown
-    assert newest.run_id is not None
-    logged = [item.path for item in client.list_artifacts(newest.run_id)]
-    assert "model_card.md" in logged
+    client = MlflowClient(tracking_uri=tiny_project.tracking_uri)
+    [version] = client.search_model_versions(
+        f"name = '{MODEL_NAME}' and tags.model_fingerprint = '{fingerprint}'"
+    )
+    assert version.run_id is not None
+    logged = mlflow.artifacts.load_text(f"runs:/{version.run_id}/model_card.md")
+    assert logged.startswith(f"# Model card: {MODEL_NAME} v{version.version} (alias `champion`)")
+    assert f"registered as {MODEL_NAME} v{version.version}" in logged
 
 
 def test_reference_is_the_training_week_scored_without_each_day(tiny_project: Project) -> None:
@@ -154,11 +161,16 @@ def test_reference_is_the_training_week_scored_without_each_day(tiny_project: Pr
     assert table["TX_FRAUD"].sum() == info["positives"]
     assert ((table["probability"] >= info["threshold"]) == table["is_fraud"].astype(bool)).all()
     assert table["probability"].between(0, 1).all()
-    # The workspace model knows its registry version, and the reference records it, so the
-    # monitor can tell its predictions from another version's.
-    registered = json.loads(tiny_project.path("models/model/registered_model.json").read_text())
-    assert registered["name"] == MODEL_NAME
-    assert info["model_version"] == registered["version"]
+    # The workspace model knows its content fingerprint (not a registry version: only one
+    # store knows that), and the reference records it, so the monitor can tell its
+    # predictions from another model's in any clone.
+    assert not tiny_project.path("models/model/registered_model.json").exists()
+    metadata = yaml.safe_load(tiny_project.path("models/model/MLmodel").read_text())["metadata"]
+    assert len(metadata["model_fingerprint"]) == 16
+    assert info["model_fingerprint"] == metadata["model_fingerprint"]
+    assert info["model_name"] == metadata["registered_model_name"] == MODEL_NAME
+    assert "model_version" not in info
+    assert "model_run_id" not in info
 
 
 def test_monitor_baseline_judges_a_replayed_week(tiny_project: Project) -> None:
@@ -174,9 +186,8 @@ def test_monitor_baseline_judges_a_replayed_week(tiny_project: Project) -> None:
         "other_version_rows": 0,
     }
     assert summary["labels"]["labelled_rows"] == summary["rows"]  # every label, joined on id
-    # The baseline served the workspace model, under the version the reference describes.
-    reference = json.loads(tiny_project.path("data/reference/reference.json").read_text())
-    assert summary["model_versions"] == [reference["model_version"]]
+    # The baseline served the workspace model folder: the model the reference describes.
+    assert summary["model_versions"] == ["local"]
     assert (folder / "latest-drift.html").stat().st_size > 100_000
     assert (folder / "history.db").is_file()
 
@@ -271,16 +282,23 @@ def test_experiment_with_a_changed_param(tiny_project: Project) -> None:
     assert "0.3" in shown
 
 
-def test_rerun_that_does_not_improve_becomes_challenger(tiny_project: Project) -> None:
-    tiny_project.run("dvc", "repro", "--force", "--single-item", "evaluate")
+def test_a_rerun_that_reproduces_the_model_registers_no_twin(tiny_project: Project) -> None:
+    """Same data, params and code: the same fingerprint, found in the registry; no new
+    version, the aliases stay, and the stage outputs name the same model."""
     mlflow.set_tracking_uri(tiny_project.tracking_uri)
     client = MlflowClient()
-    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
-    latest = max(int(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'"))
-    challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger")
-    # Same data and model: the same AP does not beat the champion.
-    assert int(challenger.version) == latest
-    assert champion.version != challenger.version
+    before = {v.version: v.aliases for v in client.search_model_versions(f"name='{MODEL_NAME}'")}
+    mlmodel = tiny_project.path("models/model/MLmodel")
+    fingerprint = yaml.safe_load(mlmodel.read_text())["metadata"]["model_fingerprint"]
+    result = tiny_project.run("dvc", "repro", "--force", "--single-item", "evaluate")
+    assert "already holds this model" in result.stdout + result.stderr
+    after = {v.version: v.aliases for v in client.search_model_versions(f"name='{MODEL_NAME}'")}
+    assert after == before
+    assert yaml.safe_load(mlmodel.read_text())["metadata"]["model_fingerprint"] == fingerprint
+    twins = client.search_model_versions(
+        f"name = '{MODEL_NAME}' and tags.model_fingerprint = '{fingerprint}'"
+    )
+    assert len(twins) == 1
 
 
 def test_evaluate_finds_the_train_run_in_the_store_or_says_it_is_not_there(

@@ -27,6 +27,7 @@ STAMP = ModelStamp(
     schema_json='{"features": ["a", "b"]}',
     feature_names=("a", "b"),
     threshold=0.25,
+    fingerprint="feedfacecafebeef",
 )
 
 
@@ -111,6 +112,24 @@ def test_restarting_appends_to_the_same_file(tmp_path):
         log.record(entry(request_id))
         log.close()
     assert [row["request_id"] for row in read(tmp_path / "p.db")] == ["first", "second"]
+
+
+def test_a_log_older_than_the_model_fingerprint_gains_the_column(tmp_path):
+    """A file written before ``model_fingerprint`` existed keeps its rows ('' there) and
+    takes new rows with the stamp's fingerprint."""
+    path = tmp_path / "p.db"
+    log = PredictionLog(path)
+    log.start()
+    log.record(entry("old"))
+    log.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("ALTER TABLE predictions DROP COLUMN model_fingerprint")
+    log = PredictionLog(path)
+    log.start()
+    log.record(entry("new"))
+    log.close()
+    rows = [(row["request_id"], row["model_fingerprint"]) for row in read(path)]
+    assert rows == [("old", ""), ("new", "feedfacecafebeef")]
 
 
 def test_close_drains_everything_queued(log):
@@ -250,6 +269,7 @@ def test_every_prediction_served_is_logged_once(make_app, served, tmp_path):
         assert record["is_fraud"] == int(probability >= 0.5)
         assert (record["model_name"], record["model_version"]) == ("model", "local")
         assert record["schema_fingerprint"] == model["schema_fingerprint"]
+        assert record["model_fingerprint"] == (model["model_fingerprint"] or "")
         assert record["threshold"] == 0.5
     schemas = read(tmp_path / "predictions.db", "SELECT * FROM schemas")
     assert len(schemas) == 1

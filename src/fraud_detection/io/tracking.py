@@ -14,7 +14,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from fraud_detection.io.model_package import (
     RegistryInfo,
     write_registry_info,
 )
-from fraud_detection.registry import CHALLENGER, CHAMPION
+from fraud_detection.registry import CHALLENGER, CHAMPION, FINGERPRINT_KEY
 from fraud_detection.schema import FeatureSchema
 
 DEFAULT_DB = "mlflow.db"
@@ -47,6 +47,9 @@ TEST_BRIER_TAG = "test_brier"
 # The train stage's parent run carries its selection's fingerprint (find_pipeline_run).
 SELECTION_TAG = "selection_fingerprint"
 DATA_TAG = "data_fingerprint"
+# Set on a version once the registry rule has given it its alias: the last step of a
+# registration, so a version without it was cut off halfway (register_and_promote).
+RULE_TAG = "registry_rule"
 # Packages the logged model needs at load time; versions are read from this environment.
 _MODEL_REQUIREMENTS = ["mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"]
 _BATCH = 900  # MLflow accepts up to 1000 metrics per batch call
@@ -194,6 +197,10 @@ def log_artifact(run_id: str, path: Path | str, folder: str | None = None) -> No
     MlflowClient().log_artifact(run_id, str(path), artifact_path=folder)
 
 
+def log_text(run_id: str, text: str, name: str) -> None:
+    MlflowClient().log_text(run_id, text, name)
+
+
 def log_figure(run_id: str, figure: Any, name: str) -> None:
     MlflowClient().log_figure(run_id, figure, name)
 
@@ -287,31 +294,95 @@ def log_model(
 class Promotion:
     name: str
     version: str
-    alias: str
+    alias: str | None  # None: a version found again that no alias points at any more
     previous_version: str | None
     previous_average_precision: float | None
     message: str
+    registered: bool = True  # False when the registry already held this model
+
+
+def find_version(name: str, fingerprint: str) -> Any:
+    """The oldest version of ``name`` tagged with this model fingerprint, or None."""
+    client = MlflowClient()
+    try:
+        found = client.search_model_versions(
+            f"name = '{name}' and tags.{FINGERPRINT_KEY} = '{fingerprint}'",
+            order_by=["version_number ASC"],
+        )
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow registry refused a search for {name}: {exc.message}") from None
+    return found[0] if found else None
 
 
 def register_and_promote(
-    model_uri: str,
+    log_model: Callable[[], str],
     name: str,
+    *,
+    fingerprint: str,
     test_average_precision: float,
     data_fingerprint: str,
     test_brier: float | None = None,
 ) -> Promotion:
-    """Register the model; it becomes ``champion`` only if it beats the current champion's
-    test average precision, or equals it with a lower test Brier score (the same ranking
-    with better probabilities, as after calibration), otherwise ``challenger``. The
-    message says which and why."""
+    """Register the model under its fingerprint and apply the registry rule, once.
+
+    A version already tagged with the fingerprint is the same model: it is not registered
+    again (``log_model`` is not even called) and keeps its alias. A version that has the
+    fingerprint but not the rule's tag was cut off between registration and the alias (a
+    killed stage): the rule is applied to it now, so nothing stays half-registered.
+
+    The rule: the new version becomes ``champion`` only if it beats the current
+    champion's test average precision, or equals it with a lower test Brier score (the
+    same ranking with better probabilities, as after calibration), otherwise
+    ``challenger``. The message says which and why."""
     client = MlflowClient()
+    existing = find_version(name, fingerprint)
+    if existing is not None and RULE_TAG in existing.tags:
+        return _found_again(client, name, str(existing.version), fingerprint)
+    if existing is not None:
+        version = str(existing.version)
+    else:
+        # repr round-trips exactly: a rerun with the same figures must not "beat" itself.
+        tags = {
+            TEST_AP_TAG: repr(test_average_precision),
+            DATA_TAG: data_fingerprint,
+            FINGERPRINT_KEY: fingerprint,
+        }
+        if test_brier is not None:
+            tags[TEST_BRIER_TAG] = repr(test_brier)
+        version = str(mlflow.register_model(log_model(), name, tags=tags).version)
+    promotion = _promote(
+        client, name, version, ap=test_average_precision, data=data_fingerprint, brier=test_brier
+    )
+    if existing is not None:
+        promotion = dataclasses.replace(
+            promotion,
+            message=f"{promotion.message} (v{version} had been registered by a run that "
+            "stopped before the registry rule; finished now)",
+        )
+    # Last: the tag marks the registration complete (see the docstring).
+    client.set_model_version_tag(name, version, RULE_TAG, str(promotion.alias))
+    return promotion
+
+
+def _found_again(client: MlflowClient, name: str, version: str, fingerprint: str) -> Promotion:
+    aliases = set(client.get_model_version(name, version).aliases or [])
+    alias = next((a for a in (CHAMPION, CHALLENGER) if a in aliases), None)
+    held = f"it is '{alias}'" if alias else "no alias points at it any more"
+    message = (
+        f"{name} v{version} already holds this model (fingerprint {fingerprint}): not "
+        f"registered again; {held}"
+    )
+    return Promotion(name, version, alias, None, None, message, registered=False)
+
+
+def _promote(
+    client: MlflowClient, name: str, version: str, *, ap: float, data: str, brier: float | None
+) -> Promotion:
     current = _current_champion(client, name)
-    # repr round-trips exactly: a rerun with the same figures must not "beat" itself.
-    tags = {TEST_AP_TAG: repr(test_average_precision), DATA_TAG: data_fingerprint}
-    if test_brier is not None:
-        tags[TEST_BRIER_TAG] = repr(test_brier)
-    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
-    ap = test_average_precision
+    if current is not None and str(current.version) == version:
+        # Cut off after the alias was set: it already won.
+        message = f"{name} v{version} is champion (test AP {ap:.4f})"
+        return Promotion(name, version, CHAMPION, None, None, message)
     if current is None:
         promotion = Promotion(name, version, CHAMPION, None, None, "")
         message = f"{name} v{version} is the first champion (test AP {ap:.4f})"
@@ -320,18 +391,18 @@ def register_and_promote(
         message = f"{name} v{version} replaces champion v{current.version}, which has no test AP"
     else:
         previous = float(current.tags[TEST_AP_TAG])
-        alias, verdict = _verdict(ap, previous, test_brier, _champion_brier(client, current))
+        alias, verdict = _verdict(ap, previous, brier, _champion_brier(client, current))
         promotion = Promotion(name, version, alias, current.version, previous, "")
         message = (
             f"{name} v{version} {verdict.replace('the champion', f'champion v{current.version}')}"
             f": alias '{alias}' -> v{version}"
         )
-    if current is not None and current.tags.get(DATA_TAG) not in (None, data_fingerprint):
+    if current is not None and current.tags.get(DATA_TAG) not in (None, data):
         message += (
             f" (note: v{current.version} was tested on other data, so the two average "
             "precisions are not strictly comparable)"
         )
-    client.set_registered_model_alias(name, promotion.alias, version)
+    client.set_registered_model_alias(name, str(promotion.alias), version)
     return dataclasses.replace(promotion, message=message)
 
 

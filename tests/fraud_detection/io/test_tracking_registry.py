@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import socket
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,6 +148,11 @@ def test_requirements_name_the_installed_booster(kind, provider):
         assert importlib.metadata.version(name) == version
 
 
+def figures(fingerprint: str) -> dict[str, Any]:
+    """register_and_promote's figures: test AP 0.7 on data "d", under ``fingerprint``."""
+    return {"fingerprint": fingerprint, "test_average_precision": 0.7, "data_fingerprint": "d"}
+
+
 @pytest.mark.slow
 def test_equal_ap_with_a_lower_brier_becomes_champion(store, monkeypatch):
     """The same ranking with better probabilities (a calibrated rerun) is promoted; the
@@ -158,10 +164,12 @@ def test_equal_ap_with_a_lower_brier_becomes_champion(store, monkeypatch):
     mlflow.set_tracking_uri(store.uri)
     source = f"runs:/{store.run_ids['1']}/model"
     try:
-        first = tracking.register_and_promote(source, "tie-detector", 0.7, "d", test_brier=0.004)
-        better = tracking.register_and_promote(source, "tie-detector", 0.7, "d", test_brier=0.003)
-        same = tracking.register_and_promote(source, "tie-detector", 0.7, "d", test_brier=0.003)
-        worse = tracking.register_and_promote(source, "tie-detector", 0.7, "d", test_brier=0.005)
+        first, better, same, worse = (
+            tracking.register_and_promote(
+                lambda: source, "tie-detector", **figures(f"fp-{n}"), test_brier=brier
+            )
+            for n, brier in enumerate((0.004, 0.003, 0.003, 0.005))
+        )
     finally:
         mlflow.set_tracking_uri(previous_uri)
     assert first.alias == "champion"
@@ -185,8 +193,10 @@ def test_a_champion_without_a_brier_tag_is_compared_on_its_runs_metric(store, mo
     source = f"runs:/{run_id}/model"
     try:
         mlflow.MlflowClient().log_metric(run_id, "test_brier", 0.004)
-        old = tracking.register_and_promote(source, "untagged-detector", 0.7, "d")
-        new = tracking.register_and_promote(source, "untagged-detector", 0.7, "d", test_brier=0.003)
+        old = tracking.register_and_promote(lambda: source, "untagged-detector", **figures("old"))
+        new = tracking.register_and_promote(
+            lambda: source, "untagged-detector", **figures("new"), test_brier=0.003
+        )
     finally:
         mlflow.set_tracking_uri(previous_uri)
     assert (
@@ -197,3 +207,64 @@ def test_a_champion_without_a_brier_tag_is_compared_on_its_runs_metric(store, mo
     )
     assert new.alias == "champion"
     assert "lower test Brier (0.00300 vs 0.00400)" in new.message
+
+
+@pytest.mark.slow
+def test_the_same_model_again_is_found_not_registered_twice(store, monkeypatch):
+    """A rerun that reproduces a model (same fingerprint) finds its version: nothing is
+    logged or registered, and the alias it holds is reported."""
+    import mlflow  # noqa: PLC0415
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store.uri)
+    source = f"runs:/{store.run_ids['1']}/model"
+    logged: list[str] = []
+
+    def log_model() -> str:
+        logged.append(source)
+        return source
+
+    try:
+        first = tracking.register_and_promote(log_model, "twin-detector", **figures("same"))
+        again = tracking.register_and_promote(log_model, "twin-detector", **figures("same"))
+        versions = mlflow.MlflowClient().search_model_versions("name = 'twin-detector'")
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    assert len(logged) == 1, "the second call must not log the model again"
+    assert [str(v.version) for v in versions] == [first.version] == [again.version]
+    assert (first.registered, again.registered) == (True, False)
+    assert again.alias == "champion"
+    assert "already holds this model (fingerprint same): not registered again" in again.message
+
+
+@pytest.mark.slow
+def test_a_registration_cut_off_before_the_rule_is_finished_by_the_rerun(store, monkeypatch):
+    """A stage killed after the version was created but before its alias: the version has
+    the fingerprint and no rule tag. The rerun gives it its alias; no twin appears."""
+    import mlflow  # noqa: PLC0415
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store.uri)
+    source = f"runs:/{store.run_ids['1']}/model"
+    tags = {tracking.TEST_AP_TAG: "0.7", tracking.DATA_TAG: "d", "model_fingerprint": "cut"}
+    try:
+        # What the killed stage left: registered, tagged, no alias, no rule tag.
+        half = mlflow.register_model(source, "cut-detector", tags=tags)
+        client = mlflow.MlflowClient()
+        assert not client.get_model_version("cut-detector", half.version).aliases
+        done = tracking.register_and_promote(
+            lambda: pytest.fail("the half-registered version must be reused"),
+            "cut-detector",
+            **figures("cut"),
+        )
+        versions = client.search_model_versions("name = 'cut-detector'")
+        finished = client.get_model_version("cut-detector", half.version)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    assert [str(v.version) for v in versions] == [str(half.version)] == [done.version]
+    assert done.alias == "champion"
+    assert finished.aliases == ["champion"]
+    assert finished.tags[tracking.RULE_TAG] == "champion"
+    assert "stopped before the registry rule; finished now" in done.message
