@@ -53,6 +53,7 @@ RULE_TAG = "registry_rule"
 # Packages the logged model needs at load time; versions are read from this environment.
 _MODEL_REQUIREMENTS = ["mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"]
 _BATCH = 900  # MLflow accepts up to 1000 metrics per batch call
+_PROBE_SECONDS = 10
 
 
 def tracking_uri(project_root: Path | str = ".") -> str:
@@ -64,14 +65,7 @@ def tracking_uri(project_root: Path | str = ".") -> str:
 
 def _check_reachable(uri: str) -> None:
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
-                response.read()
-        except (urllib.error.URLError, OSError) as exc:
-            raise TrackingError(
-                f"MLflow tracking server {uri} is unreachable ({exc}); start it, fix "
-                "MLFLOW_TRACKING_URI, or unset it to use the local SQLite store"
-            ) from None
+        _check_server(uri.rstrip("/"))
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -81,13 +75,77 @@ def _check_reachable(uri: str) -> None:
             )
 
 
+# What each probe of a tracking server proves, and what to start when it fails. The
+# server answers /health without its stores, so each store gets a cheap call of its own:
+# otherwise a database or object store that is down would surface minutes later, after
+# MLflow's client has retried the first real call with backoff.
+_PROBES = (
+    ("/health", "is unreachable", "start it"),
+    (
+        "/api/2.0/mlflow/experiments/search?max_results=1",
+        "answers, but its backend store (the database) does not",
+        "start its database",
+    ),
+    (
+        "/api/2.0/mlflow-artifacts/artifacts",
+        "answers, but its artifact store (the object store) does not",
+        "start its object store",
+    ),
+)
+_STACK_HINT = "`make stack-up` starts the project's own, `make stack-status` says what runs"
+
+
+def _check_server(uri: str) -> None:
+    """One line naming the URL and what to start, within seconds, for a server that is
+    down or whose database or object store is."""
+    for path, problem, action in _PROBES:
+        status, detail = _probe(f"{uri}{path}")
+        # 404: a server without proxied artifacts (clients then write to the store
+        # themselves); 401/403: it wants credentials, which the client's own call reports.
+        if status is None or status >= 500:
+            raise TrackingError(
+                f"MLflow tracking server {uri} {problem} ({detail}): {action} "
+                f"({_STACK_HINT}), or fix MLFLOW_TRACKING_URI, or unset it to use the local "
+                "SQLite store"
+            )
+
+
+def _probe(url: str) -> tuple[int | None, str]:
+    """The HTTP status of a GET (None when nothing answered) and a short reason."""
+    try:
+        with urllib.request.urlopen(url, timeout=_PROBE_SECONDS) as response:
+            return int(response.status), "ok"
+    except urllib.error.HTTPError as error:
+        return error.code, _error_message(error)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        return None, str(reason)
+
+
+def _error_message(error: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(error.read() or b"{}")
+    except ValueError:
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    text = str(message or error.reason or f"HTTP {error.code}").splitlines()[0]
+    return f"HTTP {error.code}: {text[:200]}"
+
+
 def _point_at_store(project_root: Path | str) -> str:
     uri = tracking_uri(project_root)
     _check_reachable(uri)
+    _client_defaults()
     mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _client_defaults() -> None:
     # Progress bars are carriage-return noise in CI logs; stage logs report progress.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return uri
+    # A server that dies mid-run fails the stage in about 15 s rather than the 4 minutes
+    # of MLflow's default 7 retries with doubling backoff; the environment may say more.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 
 
 def connect(experiment_name: str, project_root: Path | str = ".") -> str:
@@ -470,8 +528,8 @@ def fetch_registered_model(model_uri: str, destination: Path, store_uri: str) ->
             "MLFLOW_TRACKING_URI to the store that holds the model"
         )
     _check_reachable_for_model(store_uri)
+    _client_defaults()
     mlflow.set_tracking_uri(store_uri)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient()
     try:
         found = (

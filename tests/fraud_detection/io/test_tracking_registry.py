@@ -3,15 +3,18 @@ what each failure says."""
 
 from __future__ import annotations
 
+import http.server
 import importlib.metadata
+import json
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from fraud_detection.errors import ModelLoadError
+from fraud_detection.errors import ModelLoadError, TrackingError
 from fraud_detection.io import tracking
 from fraud_detection.io.model_package import REGISTRY_FILE, RegistryInfo, load_model_package
 from tests.model_helpers import (
@@ -268,3 +271,48 @@ def test_a_registration_cut_off_before_the_rule_is_finished_by_the_rerun(store, 
     assert finished.aliases == ["champion"]
     assert finished.tags[tracking.RULE_TAG] == "champion"
     assert "stopped before the registry rule; finished now" in done.message
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    """A server that answers /health but fails one path with a 500, as MLflow's does when
+    its database or object store is down (the real servers: tests/stack)."""
+
+    failing = ""
+
+    def do_GET(self) -> None:
+        failed = self.path.startswith(self.failing)
+        self.send_response(500 if failed else 200)
+        self.end_headers()
+        body = {"error_code": "INTERNAL_ERROR", "message": "connection refused\nmore"}
+        self.wfile.write(json.dumps(body if failed else {}).encode())
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+
+@pytest.mark.parametrize(
+    ("failing", "expected"),
+    [
+        ("/api/2.0/mlflow/experiments", "its backend store (the database) does not"),
+        ("/api/2.0/mlflow-artifacts", "its artifact store (the object store) does not"),
+    ],
+)
+def test_a_server_whose_store_is_down_is_named_with_what_to_start(
+    failing: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = type("Handler", (_Failing,), {"failing": failing})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        with pytest.raises(TrackingError) as caught:
+            tracking.connect("anything")
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(caught.value)
+    assert message.startswith(f"MLflow tracking server {uri} answers, but {expected}")
+    assert "(HTTP 500: connection refused)" in message
+    assert "make stack-up" in message
+    assert "\n" not in message
