@@ -282,18 +282,24 @@ def test_experiment_with_a_changed_param(tiny_project: Project) -> None:
     assert "0.3" in shown
 
 
+def aliases(client: MlflowClient) -> dict[str, list[str]]:
+    """Each version's aliases (search results do not carry them)."""
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    return {v.version: client.get_model_version(MODEL_NAME, v.version).aliases for v in versions}
+
+
 def test_a_rerun_that_reproduces_the_model_registers_no_twin(tiny_project: Project) -> None:
     """Same data, params and code: the same fingerprint, found in the registry; no new
     version, the aliases stay, and the stage outputs name the same model."""
     mlflow.set_tracking_uri(tiny_project.tracking_uri)
     client = MlflowClient()
-    before = {v.version: v.aliases for v in client.search_model_versions(f"name='{MODEL_NAME}'")}
+    before = aliases(client)
     mlmodel = tiny_project.path("models/model/MLmodel")
     fingerprint = yaml.safe_load(mlmodel.read_text())["metadata"]["model_fingerprint"]
     result = tiny_project.run("dvc", "repro", "--force", "--single-item", "evaluate")
     assert "already holds this model" in result.stdout + result.stderr
-    after = {v.version: v.aliases for v in client.search_model_versions(f"name='{MODEL_NAME}'")}
-    assert after == before
+    assert aliases(client) == before
+    assert "champion" in str(before)
     assert yaml.safe_load(mlmodel.read_text())["metadata"]["model_fingerprint"] == fingerprint
     twins = client.search_model_versions(
         f"name = '{MODEL_NAME}' and tags.model_fingerprint = '{fingerprint}'"
@@ -402,3 +408,49 @@ def test_killed_stage_leaves_nothing_a_later_stage_could_read(tiny_project: Proj
     # The pipeline recovers: a repro re-runs what is missing.
     tiny_project.run("dvc", "repro")
     assert tiny_project.path("models/selection.json").exists()
+
+
+# Runs the evaluate stage and SIGKILLs it at the moment the registry has just created the
+# version, before the registry rule gives it an alias: the worst place to die.
+_KILLED_MID_REGISTRATION = """
+import os, runpy, signal
+from fraud_detection.io import tracking
+tracking._promote = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+runpy.run_module("pipelines.evaluate", run_name="__main__")
+"""
+
+
+def test_a_stage_killed_mid_registration_leaves_no_half_registered_version(
+    tiny_project: Project,
+) -> None:
+    """A changed evaluate param makes a new model; the stage dies right after the registry
+    created its version. The rerun (`dvc repro`) finds that version by its fingerprint and
+    finishes it: one version, with its alias and the rule's tag, and no twin."""
+    params_file = tiny_project.path("params.yaml")
+    params = yaml.safe_load(params_file.read_text())
+    params["evaluate"]["permutation_repeats"] = 3  # same model; a different fingerprint
+    tiny_project.write_params(params)
+    client = MlflowClient(tracking_uri=tiny_project.tracking_uri)
+    before = {v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'")}
+    killed = tiny_project.run("python", "-c", _KILLED_MID_REGISTRATION, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    new = [
+        v for v in client.search_model_versions(f"name='{MODEL_NAME}'") if v.version not in before
+    ]
+    assert len(new) == 1
+    assert not new[0].aliases
+    assert "registry_rule" not in new[0].tags
+    fingerprint = new[0].tags["model_fingerprint"]
+
+    result = tiny_project.run("dvc", "repro")
+    assert "finished now" in result.stdout + result.stderr
+    versions = client.search_model_versions(
+        f"name = '{MODEL_NAME}' and tags.model_fingerprint = '{fingerprint}'"
+    )
+    assert [v.version for v in versions] == [new[0].version]
+    # Search results do not carry aliases: ask for the version itself.
+    finished = client.get_model_version(MODEL_NAME, new[0].version)
+    assert finished.aliases
+    assert finished.tags["registry_rule"] in finished.aliases
+    metadata = yaml.safe_load(tiny_project.path("models/model/MLmodel").read_text())["metadata"]
+    assert metadata["model_fingerprint"] == fingerprint
