@@ -38,7 +38,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 .PHONY: help install preflight train repro test test-fast lint format typecheck mlflow-ui bench dvc-deps \
 	push pull plots clean serve export-model docker-build docker-run test-image test-fresh bench-serving \
-	replay monitor monitor-ui bench-monitoring docs handbook notebook
+	replay monitor monitor-ui bench-monitoring docs handbook notebook stack-up stack-down stack-status
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -96,6 +96,18 @@ typecheck: $(INSTALLED) ## mypy
 mlflow-ui: $(INSTALLED) ## Open the MLflow UI on the project's store (http://127.0.0.1:5000)
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+# The shared services as local processes (no Docker): PostgreSQL (the system's), SeaweedFS's
+# S3 store and an MLflow server on them, on 127.0.0.1; data in .stack/, STACK_* settings
+# (stack/settings.py). A client's variables: eval "$$(python -m stack env)".
+stack-up: $(INSTALLED) ## Start PostgreSQL, the S3 store and an MLflow server on 127.0.0.1 (data in .stack/)
+	python -m stack up
+
+stack-down: $(INSTALLED) ## Stop the stack's servers (their data stays in .stack/)
+	python -m stack down
+
+stack-status: $(INSTALLED) ## One line per stack server: up or down, pid, port, version, health
+	python -m stack status
 
 dvc-deps: $(INSTALLED) ## Derive each dvc.yaml stage's code deps from what it imports (scripts/dvc_deps.py)
 	python scripts/dvc_deps.py --write
@@ -183,11 +195,15 @@ notebook: $(INSTALLED) ## Execute notebooks/explore.ipynb on the pipeline's outp
 	@test -f data/split/train.parquet || $(MAKE) --no-print-directory train
 	python notebooks/run.py notebooks/explore.ipynb --in-place
 
-push: $(INSTALLED) ## Send data and models to the DVC remote (default: ./dvc-storage)
-	dvc push
+# DVC_REMOTE picks the remote: unset, DVC's default (`local`, the folder ../dvc-storage);
+# `shared`, the object store of the team's stack (`eval "$$(python -m stack env)"` sets it
+# with the endpoint and the keys, which stay out of the repository).
+DVC_REMOTE ?=
+push: $(INSTALLED) ## Send data and models to the DVC remote (DVC_REMOTE=shared: the stack's object store)
+	dvc push $(if $(DVC_REMOTE),--remote $(DVC_REMOTE))
 
-pull: $(INSTALLED) ## Fetch data and models from the DVC remote
-	dvc pull
+pull: $(INSTALLED) ## Fetch data and models from the DVC remote (DVC_REMOTE as for push)
+	dvc pull $(if $(DVC_REMOTE),--remote $(DVC_REMOTE))
 
 clean: ## Remove pipeline outputs (kept in DVC's cache), the MLflow store and tool caches
 	git clean -fdqX -- data models

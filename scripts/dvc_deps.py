@@ -34,7 +34,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE_ROOTS = ("src", "pipelines", "serving", "monitoring")
+CODE_ROOTS = ("src", "pipelines", "serving", "monitoring", "stack")
 APP_SPEC = re.compile(r"^(?P<module>[a-z_][\w.]*):[A-Za-z_]\w*$")
 
 

@@ -1,0 +1,64 @@
+"""Free ports and a folder for a stack of a test's own."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from stack.settings import GRPC_OFFSET
+
+# The settings of every port the stack binds (weed's gRPC ports follow at +10000).
+PORT_SETTINGS = (
+    "STACK_POSTGRES_PORT",
+    "STACK_S3_PORT",
+    "STACK_WEED_MASTER_PORT",
+    "STACK_WEED_VOLUME_PORT",
+    "STACK_WEED_FILER_PORT",
+    "STACK_MLFLOW_PORT",
+)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` free ports whose +10000 (weed's gRPC ports) are free too and collide
+    with none of the others."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        grpc = port + GRPC_OFFSET
+        taken = {p + d for p in chosen for d in (0, GRPC_OFFSET, -GRPC_OFFSET)}
+        if grpc < 65_536 and port not in taken and grpc not in taken and _free(grpc):
+            chosen.append(port)
+    return chosen
+
+
+def stack_env(folder: Path) -> dict[str, str]:
+    """STACK_* variables for a stack in ``folder`` on free ports."""
+    ports = dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)), strict=True))
+    return {"STACK_DIR": str(folder)} | {name: str(port) for name, port in ports.items()}
+
+
+@contextmanager
+def reachable_folder() -> Iterator[Path]:
+    """An empty folder for a stack, removed afterwards. Not under pytest's tmp_path: as
+    root, PostgreSQL runs as the postgres user, whom tmp_path's 0700 parents keep out."""
+    folder = Path(tempfile.mkdtemp(prefix="stack-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

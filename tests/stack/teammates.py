@@ -1,0 +1,133 @@
+"""Two clones of a tiny project that share one stack: what the teammate test runs and
+the teammate benchmark times (benchmarks/stack.py)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.pipelines.project import REPO, TINY_OVERRIDES, Project, make_project, merged, repo_params
+
+# What `make` needs in a clone beside the pipeline's own files.
+MAKE_FILES = ("Makefile", "pyproject.toml", "uv.lock", "README.md")
+LINKED = (".venv", ".tools")  # the repository's environments, shared (no second install)
+READY_SECONDS = 120
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def stack(command: str, settings: dict[str, str], timeout: int = 300) -> str:
+    """``python -m stack <command>`` with ``settings``; its output (it must succeed)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "stack", command],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("STACK_")} | settings,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"stack {command}: {result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def client_env(settings: dict[str, str]) -> dict[str, str]:
+    """What `eval "$(python -m stack env)"` exports."""
+    exports: dict[str, str] = {}
+    for line in stack("env", settings).splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        exports[name] = shlex.split(value)[0] if value else ""
+    return exports
+
+
+def _share_environments(project: Project) -> None:
+    for name in LINKED:
+        (project.root / name).symlink_to(REPO / name)
+    # .gitignore's `/.venv/` matches folders, not links: keep the links out of commits.
+    exclude = project.root / ".git/info/exclude"
+    exclude.write_text(exclude.read_text() + "".join(f"/{name}\n" for name in LINKED))
+
+
+def first_clone(root: Path, env: dict[str, str]) -> Project:
+    """Teammate A: the tiny project with the Makefile, committed, pointed at the stack."""
+    project = make_project(root, merged(repo_params(), TINY_OVERRIDES))
+    for name in MAKE_FILES:
+        shutil.copy2(REPO / name, root / name)  # copy2: older than .venv/.installed
+    (root / "scripts").mkdir(exist_ok=True)
+    shutil.copy2(REPO / "scripts/preflight.py", root / "scripts/preflight.py")
+    _share_environments(project)
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-q", "-m", "make files")
+    project.env |= env
+    return project
+
+
+def second_clone(first: Project, root: Path, env: dict[str, str]) -> Project:
+    """Teammate B: `git clone` of A's repository, nothing else."""
+    subprocess.run(["git", "clone", "-q", str(first.root), str(root)], check=True)
+    project = Project(root)
+    _share_environments(project)
+    project.env |= env
+    return project
+
+
+@contextmanager
+def serving(project: Project) -> Iterator[str]:
+    """`make serve` on a free port until the block ends (then SIGTERM: the log drains)."""
+    port = free_port()
+    output = project.root / "serve.out"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            ["make", "serve", f"PORT={port}"],
+            cwd=project.root,
+            env=project.env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(process, url, output)
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, output: Path) -> None:
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"make serve exited {process.returncode}:\n{output.read_text()}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"not ready in {READY_SECONDS} s:\n{output.read_text()}")
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())

@@ -1,0 +1,194 @@
+"""The stack for real: `python -m stack up` (cold, again, warm), MLflow runs and artifacts
+through the server into the bucket, `down` leaving no process and no port behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from stack.cli import SERVICES
+from stack.processes import (
+    StackError,
+    State,
+    is_ours,
+    port_in_use,
+    read_state,
+    session_pids,
+    start_time,
+    stop,
+)
+from stack.s3 import SeaweedS3
+from stack.settings import StackSettings, load_secrets, tracking_uri
+from tests.stack.helpers import stack_env
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+NAMES = [service.name for service in SERVICES]
+UP_LINE = re.compile(r"^(?P<name>\w+): up in (?P<seconds>\d+\.\d) s \(port (?P<port>\d+), .+\)$")
+
+
+def run_stack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STACK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "stack", *args],
+        cwd=REPO,
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def states(folder: Path) -> dict[str, State]:
+    found = {name: read_state(folder / "run", name) for name in NAMES}
+    return {name: state for name, state in found.items() if state is not None}
+
+
+@dataclass
+class Stack:
+    """A stack of the test's own: its STACK_* variables, and every process it started."""
+
+    env: dict[str, str]
+    folder: Path
+    seen: list[State] = field(default_factory=list)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_stack(self.env, *args)
+
+    def remember(self) -> dict[str, State]:
+        """The current state files, also kept for the finalizer."""
+        found = states(self.folder)
+        self.seen += found.values()
+        return found
+
+
+@pytest.fixture
+def stack(postgres_available: None, stack_folder: Path) -> Iterator[Stack]:
+    """Whatever the test started is stopped at the end, found through the state files
+    (those there now and those seen on the way): ours only, pid and start time checked."""
+    started = Stack(stack_env(stack_folder), stack_folder)
+    yield started
+    for state in [*started.seen, *states(stack_folder).values()]:
+        service = next(s for s in SERVICES if s.name == state.name)
+        stop(state, service.stop_signal, group=service.signal_group, timeout=30)
+
+
+def up_seconds(output: str) -> dict[str, float]:
+    """Each service's start time from `up`'s lines (every one of them must have one)."""
+    found = {m["name"]: float(m["seconds"]) for m in map(UP_LINE.match, output.splitlines()) if m}
+    assert sorted(found) == sorted(NAMES), output
+    return found
+
+
+def listening_addresses(pids: set[int]) -> set[str]:
+    """The local addresses of the TCP sockets ``pids`` listen on (from /proc)."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):  # closed meanwhile
+                target = str(fd.readlink())
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(fields[1].split(":")[0])
+    return found
+
+
+def use_mlflow(settings: StackSettings, folder: Path) -> tuple[str, str]:
+    """An experiment and a run with a metric and an artifact, through the server; the
+    artifact must be in the bucket and on no local disk."""
+    client = MlflowClient(tracking_uri=tracking_uri(settings))
+    experiment = client.create_experiment(f"stack-test-{time.time_ns()}")
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "auc", 0.91)
+    with tempfile.TemporaryDirectory() as scratch:
+        note = Path(scratch) / "note.txt"
+        note.write_text("from the stack test\n")
+        client.log_artifact(run.info.run_id, str(note))
+    client.set_terminated(run.info.run_id)
+    assert client.get_run(run.info.run_id).data.metrics == {"auc": 0.91}
+
+    bucket = SeaweedS3(settings, load_secrets(settings)).client()
+    listed = bucket.list_objects_v2(Bucket=settings.mlflow_bucket, Prefix="artifacts/")
+    keys = [item["Key"] for item in listed.get("Contents", [])]
+    assert f"artifacts/{experiment}/{run.info.run_id}/artifacts/note.txt" in keys, keys
+    bucket.head_bucket(Bucket=settings.dvc_bucket)  # created by `up` too
+    assert not list(folder.rglob("mlartifacts")), "artifacts stored on the server's disk"
+    assert not list(REPO.glob(f"mlartifacts/*/{run.info.run_id}"))
+    return experiment, run.info.run_id
+
+
+def test_up_use_down_and_a_warm_restart(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in stack.env.items():
+        monkeypatch.setenv(name, value)
+    settings = StackSettings()
+
+    cold = stack.run("up")
+    assert cold.returncode == 0, cold.stdout + cold.stderr
+    cold_seconds = up_seconds(cold.stdout)
+    first = stack.remember()
+    assert sorted(first) == sorted(NAMES)
+
+    begun = time.monotonic()
+    again = stack.run("up")
+    again_seconds = time.monotonic() - begun
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        f"{name}: already up (pid {first[name].pid}, port {first[name].port})" for name in NAMES
+    ]
+    assert again_seconds < 15
+
+    status = stack.run("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert [line.split(":")[0] for line in status.stdout.splitlines()] == NAMES
+    assert all(line.endswith("): healthy") for line in status.stdout.splitlines())
+    assert "PostgreSQL 1" in status.stdout
+
+    pids = {pid for state in first.values() for pid in session_pids(state.pid)}
+    assert listening_addresses(pids) == {"0100007F"}  # 127.0.0.1 only
+    experiment, run_id = use_mlflow(settings, stack.folder)
+    wrong = replace(load_secrets(settings), s3_secret_key="not-the-key")
+    with pytest.raises(StackError, match="rejected the credentials"):
+        SeaweedS3(settings, wrong).health()
+
+    begun = time.monotonic()
+    stopped = stack.run("down")
+    down_seconds = time.monotonic() - begun
+    assert stopped.returncode == 0, stopped.stderr
+    assert [line.split(":")[0] for line in stopped.stdout.splitlines()] == NAMES[::-1]
+    assert all(start_time(pid) is None for pid in pids), "a process outlived `down`"
+    assert not any(port_in_use(port) for port, _ in settings.ports())
+    assert states(stack.folder) == {}
+    assert "nothing runs" in stack.run("down").stdout
+    assert stack.run("status").returncode == 3
+
+    warm = stack.run("up")
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    warm_seconds = up_seconds(warm.stdout)
+    stack.remember()
+    client = MlflowClient(tracking_uri=tracking_uri(settings))
+    # The data survived: the run and its artifact, through the restarted servers.
+    assert client.get_run(run_id).info.experiment_id == experiment
+    assert [a.path for a in client.list_artifacts(run_id)] == ["note.txt"]
+    assert stack.run("down").returncode == 0
+    assert not any(is_ours(state) for state in stack.seen)
+    print(
+        f"\ncold up {cold_seconds}, warm up {warm_seconds}, "
+        f"up when up {again_seconds:.2f} s, down {down_seconds:.1f} s"
+    )

@@ -1,0 +1,90 @@
+"""STACK_* settings: checked at once, ports kept apart, secrets generated once and private."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import configobj
+import pytest
+
+from stack.settings import (
+    DVC_REMOTE,
+    REPO,
+    SettingsError,
+    StackSettings,
+    client_env,
+    load_secrets,
+    load_settings,
+)
+
+
+def test_defaults_are_absolute_and_inside_the_repository() -> None:
+    settings = load_settings()
+    assert settings.dir == REPO / ".stack"
+    assert settings.dir.is_absolute()
+    ports = [port for port, _ in settings.ports()]
+    assert len(ports) == len(set(ports)) == 10  # postgres, mlflow, 4 weed servers x 2
+    assert max(ports) < 65_536
+
+
+def test_a_relative_dir_is_made_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STACK_DIR", "here")
+    assert load_settings().dir == tmp_path / "here"
+
+
+def test_every_problem_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STACK_POSGRES_PORT", "1")
+    monkeypatch.setenv("STACK_S3_PORT", "60000")  # its gRPC port would be 70000
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "STACK_POSGRES_PORT is not a setting (did you mean STACK_POSTGRES_PORT?)" in message
+    assert "STACK_S3_PORT='60000': Input should be less than or equal to 55535" in message
+
+
+def test_ports_that_collide_through_grpc_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STACK_MLFLOW_PORT", "28333")  # the S3 gateway's gRPC port
+    with pytest.raises(SettingsError, match=r"STACK_MLFLOW_PORT and STACK_S3_PORT \+ 10000"):
+        load_settings()
+
+
+def test_secrets_are_generated_once_into_a_private_file(tmp_path: Path) -> None:
+    settings = StackSettings(dir=tmp_path)
+    first = load_secrets(settings)
+    assert stat.S_IMODE(settings.secrets_file.stat().st_mode) == 0o600
+    assert load_secrets(settings) == first  # the same ones every time
+    assert len({first.s3_access_key, first.s3_secret_key, first.postgres_password}) == 3
+
+
+def test_given_secrets_win_and_the_rest_are_kept(tmp_path: Path) -> None:
+    generated = load_secrets(StackSettings(dir=tmp_path))
+    given = load_secrets(StackSettings(dir=tmp_path, s3_secret_key="from-the-environment"))
+    assert given.s3_secret_key == "from-the-environment"
+    assert given.s3_access_key == generated.s3_access_key
+    assert given.postgres_password == generated.postgres_password
+
+
+def test_client_env_matches_the_settings(tmp_path: Path) -> None:
+    settings = StackSettings(dir=tmp_path, s3_port=18000, mlflow_port=16000)
+    env = client_env(settings)
+    keys = load_secrets(settings)
+    assert env == {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:16000",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:18000",
+        "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:18000",
+        "AWS_ACCESS_KEY_ID": keys.s3_access_key,
+        "AWS_SECRET_ACCESS_KEY": keys.s3_secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "DVC_REMOTE": "shared",
+    }
+
+
+def test_the_dvc_remote_the_env_names_is_on_the_stack_s_bucket() -> None:
+    """.dvc/config is committed and the settings are not: a test keeps them in step."""
+    # DVC reads its config with configobj (indented keys, which configparser misreads).
+    remote = configobj.ConfigObj(str(REPO / ".dvc/config"))[f'remote "{DVC_REMOTE}"']
+    assert remote["url"].startswith(f"s3://{StackSettings.model_fields['dvc_bucket'].default}/")
+    # Endpoint and keys come from the environment (stack env), never from the repository.
+    assert set(remote) == {"url"}
