@@ -32,10 +32,10 @@ def free_port() -> int:
         return port
 
 
-def stack(command: str, settings: dict[str, str], timeout: int = 300) -> str:
-    """``python -m stack <command>`` with ``settings``; its output (it must succeed)."""
+def stack(command: str, settings: dict[str, str], *args: str, timeout: int = 300) -> str:
+    """``python -m stack <command> <args>`` with ``settings``; its output (it must succeed)."""
     result = subprocess.run(
-        [sys.executable, "-m", "stack", command],
+        [sys.executable, "-m", "stack", command, *args],
         cwd=REPO,
         env={k: v for k, v in os.environ.items() if not k.startswith("STACK_")} | settings,
         capture_output=True,
@@ -59,6 +59,12 @@ def client_env(settings: dict[str, str]) -> dict[str, str]:
 def _share_environments(project: Project) -> None:
     for name in LINKED:
         (project.root / name).symlink_to(REPO / name)
+    # make re-syncs .venv when the lock is newer than .venv/.installed, and a sync from a
+    # clone would install the clone's package into the shared environment: a git clone
+    # dates its files now, so date the lock files back.
+    for name in ("uv.lock", "pyproject.toml"):
+        if (project.root / name).exists():
+            os.utime(project.root / name, (0, 0))
     # .gitignore's `/.venv/` matches folders, not links: keep the links out of commits.
     exclude = project.root / ".git/info/exclude"
     exclude.write_text(exclude.read_text() + "".join(f"/{name}\n" for name in LINKED))
@@ -88,8 +94,9 @@ def second_clone(first: Project, root: Path, env: dict[str, str]) -> Project:
 
 
 @contextmanager
-def serving(project: Project) -> Iterator[str]:
-    """`make serve` on a free port until the block ends (then SIGTERM: the log drains)."""
+def serving(project: Project, *, ready: bool = True) -> Iterator[str]:
+    """`make serve` on a free port until the block ends (then SIGTERM: the log drains);
+    the block starts once /ready answers 200 (``ready=False``: once /health does)."""
     port = free_port()
     output = project.root / "serve.out"
     with output.open("wb") as sink:
@@ -103,7 +110,7 @@ def serving(project: Project) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(process, url, output)
+        _wait_ready(process, f"{url}/ready" if ready else f"{url}/health", output)
         yield url
     finally:
         if process.poll() is None:
@@ -121,7 +128,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, output: Path) -> Non
         if process.poll() is not None:
             raise AssertionError(f"make serve exited {process.returncode}:\n{output.read_text()}")
         try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.pipelines.project import TINY_OVERRIDES, Project
+from tests.pipelines.project import REPO, TINY_OVERRIDES, Project
 from tests.stack.helpers import stack_env
 from tests.stack.teammates import (
     client_env,
@@ -31,6 +31,7 @@ from tests.stack.teammates import (
 
 pytestmark = pytest.mark.slow
 MODEL_NAME = TINY_OVERRIDES["evaluate"]["registered_model_name"]
+INSTALLED = REPO / ".venv/.installed"
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,7 @@ def test_a_trains_against_the_server_and_the_model_lands_in_the_object_store(
 def test_b_pulls_reruns_nothing_serves_the_champion_and_monitors(
     teammate_a: Project, shared: dict[str, str], tmp_path: Path
 ) -> None:
+    installed_at = INSTALLED.stat().st_mtime
     b = second_clone(teammate_a, tmp_path / "b", shared)
     b.run("make", "pull", timeout=300)
     assert folder_bytes(b.path(".dvc/cache")) > 100_000
@@ -130,5 +132,6 @@ def test_b_pulls_reruns_nothing_serves_the_champion_and_monitors(
     assert summary["rows"] == 1500
     assert summary["skipped"]["other_version_rows"] == 0
     assert summary["model_versions"] == [str(champion.version)]
-    # B never wrote a store of its own.
+    # B never wrote a store of its own, and no make in a clone re-synced the shared .venv.
     assert not b.path("mlflow.db").exists()
+    assert INSTALLED.stat().st_mtime == installed_at

@@ -1,0 +1,106 @@
+"""Faults with the real servers: the tracking server, its database or its object store
+down, each named in one line with what to start, by the stages and by the service; wrong
+S3 keys for the DVC remote. Needs PostgreSQL (skipped without it unless REQUIRE_STACK=1)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.pipelines.project import Project
+from tests.stack.helpers import stack_env
+from tests.stack.teammates import client_env, first_clone, serving, stack
+
+pytestmark = pytest.mark.slow
+FAIL_FAST_SECONDS = 60  # MLflow's client alone would retry for minutes
+
+
+@pytest.fixture(scope="module")
+def settings(postgres_available: None) -> Iterator[dict[str, str]]:
+    folder = Path(tempfile.mkdtemp(prefix="stack-faults-"))
+    folder.chmod(0o755)  # as root, PostgreSQL runs as the postgres user
+    chosen = stack_env(folder)
+    try:
+        stack("up", chosen)
+        yield chosen
+    finally:
+        stack("down", chosen)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, settings: dict[str, str]) -> Project:
+    """A tiny project on the stack, its data split (the stages before any MLflow call)."""
+    made = first_clone(tmp_path_factory.mktemp("faults") / "project", client_env(settings))
+    made.run("dvc", "repro", "split")
+    return made
+
+
+def train_fails(project: Project) -> str:
+    began = time.monotonic()
+    result = project.run("python", "-m", "pipelines.train", check=False, timeout=300)
+    said = result.stdout + result.stderr
+    assert result.returncode == 1, said
+    assert time.monotonic() - began < FAIL_FAST_SECONDS
+    assert "Traceback" not in said
+    [line] = [text for text in said.splitlines() if "MLflow tracking server" in text]
+    return line
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        ("postgres", "answers, but its backend store (the database) does not"),
+        ("s3", "answers, but its artifact store (the object store) does not"),
+        ("mlflow", "is unreachable"),
+    ],
+)
+def test_a_stage_names_the_server_and_what_to_start(
+    project: Project, settings: dict[str, str], service: str, expected: str
+) -> None:
+    stack("down", settings, "--only", service)
+    try:
+        line = train_fails(project)
+    finally:
+        stack("up", settings)
+    uri = client_env(settings)["MLFLOW_TRACKING_URI"]
+    assert f"MLflow tracking server {uri} {expected}" in line
+    assert "make stack-up" in line
+
+
+def test_the_service_stays_up_and_says_why_it_has_no_model(
+    project: Project, settings: dict[str, str]
+) -> None:
+    """The tracking server down at start-up: the service answers, /ready says why."""
+    stack("down", settings, "--only", "mlflow")
+    try:
+        project.env["SERVING_MODEL_URI"] = "models:/tiny-detector@champion"
+        with serving(project, ready=False) as url:
+            health = httpx.get(f"{url}/health", timeout=5)
+            ready = httpx.get(f"{url}/ready", timeout=5)
+    finally:
+        project.env.pop("SERVING_MODEL_URI")
+        stack("up", settings)
+    assert health.status_code == 200
+    assert ready.status_code == 503
+    uri = client_env(settings)["MLFLOW_TRACKING_URI"]
+    assert f"MLflow tracking server {uri} is unreachable" in ready.text
+    assert "make stack-up" in ready.text
+
+
+def test_wrong_s3_keys_for_the_dvc_remote_are_a_clear_error(
+    project: Project, settings: dict[str, str]
+) -> None:
+    result = project.run(
+        "make", "push", check=False, env={"AWS_SECRET_ACCESS_KEY": "wrong"}, timeout=300
+    )
+    said = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "SignatureDoesNotMatch" in said or "InvalidAccessKeyId" in said, said[-3000:]
+    assert "Traceback" not in said
