@@ -2,7 +2,7 @@
 server beside SQLite, MLflow round trips per stage, and the teammate scenario.
 
     python benchmarks/stack.py                  # about 6 minutes on 2 cores (tiny params)
-    python benchmarks/stack.py --params default # the repository's params.yaml (about 12 min)
+    python benchmarks/stack.py --params default --rounds 1   # params.yaml's (about 9 min)
 
 1. Stack start: `python -m stack up` on an empty folder (cold: initdb, MLflow's database
    migrations), again (already up), `down`, then up again on the same data (warm).
@@ -14,7 +14,8 @@ server beside SQLite, MLflow round trips per stage, and the teammate scenario.
    that nothing reruns and serves the champion from the shared registry: the time from
    `git clone` to a ready service, and the bytes pulled.
 
-Results go to benchmarks/results/stack.json and, as Markdown, stack.md.
+Results go to benchmarks/results/stack.json and, as Markdown, stack.md (with
+`--params default`: stack_default.json and stack_default.md).
 """
 
 from __future__ import annotations
@@ -256,7 +257,7 @@ def main() -> None:
         "pipeline": pipeline,
         "teammates": team,
     }
-    save_results("stack", results, report(results))
+    save_results("stack" if args.params == "tiny" else "stack_default", results, report(results))
 
 
 if __name__ == "__main__":

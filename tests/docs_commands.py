@@ -65,7 +65,9 @@ LONG_RUNNING: dict[str, tuple[str, str]] = {
 # make targets that need a container engine, and tools with nothing of ours to check.
 ENGINE_TARGETS = frozenset({"docker-build", "docker-run", "test-image"})
 # The system package managers' lines are checked against the preflight (tests/test_docs.py).
-UNCHECKED_TOOLS = frozenset({"echo", "head", "sqlite3", "uv", "sudo", "xcode-select", "brew"})
+UNCHECKED_TOOLS = frozenset(
+    {"echo", "head", "sqlite3", "uv", "sudo", "xcode-select", "brew", "git"}
+)
 # make variables whose value is passed to one of our CLIs (see the Makefile's recipes).
 CLI_OF_MAKE_VARIABLE = {
     "REPLAY_ARGS": ("-m", "monitoring.replay"),
@@ -366,12 +368,25 @@ class Checker:
             "curl": self._curl,
             "cat": self._cat,
             "docker": lambda words: self._docker(words, block),
+            "eval": self._eval,
         }
         if not argv or simple.program in UNCHECKED_TOOLS:
             return []
         if simple.program not in checks:
             return [f"no check for {simple.program!r}: teach tests/docs_commands.py about it"]
         return checks[simple.program](argv[1:])
+
+    def _eval(self, words: list[str]) -> list[str]:
+        """``eval "$(.venv/bin/python -m MODULE ...)"``: the command inside is checked."""
+        inner = re.fullmatch(r"\$\((?P<command>.+)\)", " ".join(words).strip())
+        if inner is None:
+            return ['only eval "$(COMMAND)" is checked']
+        argv = shlex.split(inner["command"])
+        if not argv or Path(argv[0]).name not in {"python", "python3"}:
+            return ['only eval "$(python -m MODULE)" is checked']
+        if argv[0].startswith(".venv/bin/") and not (self.root / argv[0]).exists():
+            return [f"{argv[0]} does not exist (after `make install`)"]
+        return self._python(argv[1:])
 
     def _docker(self, words: list[str], block: Block) -> list[str]:
         if block.kind not in {"docker", "skip"}:

@@ -229,6 +229,9 @@ def test_commands_are_split_as_bash_reads_them() -> None:
         ("curl -s http://example.com/", "only local services"),
         ("cat reports/nope.md", "neither in the repository nor a DVC output"),
         ("rm -rf data", "no check for 'rm'"),
+        ('eval "$(.venv/bin/python -m stacks env)"', "no module stacks"),
+        ('eval "$(.venv/bin/python -m stack --bogus)"', "--bogus is not an option"),
+        ("eval `date`", "only eval"),
     ],
 )
 def test_the_checker_finds_what_is_wrong(checker: Checker, text: str, problem: str) -> None:

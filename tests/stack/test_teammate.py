@@ -125,6 +125,10 @@ def test_b_pulls_reruns_nothing_serves_the_champion_and_monitors(
             f"REPLAY_ARGS=--url {url} --rows 1500 --batch-size 100 --concurrency 2 --no-progress",
             timeout=300,
         )
+    # What the image would serve: the same champion, exported from the shared registry.
+    b.run("make", "export-model", timeout=300)
+    exported = json.loads(b.path("build/model/registered_model.json").read_text())
+    assert (exported["name"], exported["version"]) == (MODEL_NAME, str(champion.version))
     monitored = b.run("make", "monitor", check=False, timeout=300)
     # 0: no drift, 2 (make's code for any failure) only with the monitor's drift verdict.
     summary = json.loads(b.path("reports/monitoring/latest-summary.json").read_text())
