@@ -62,19 +62,27 @@ def start_service(
         )
 
 
-def wait_ready(service: subprocess.Popen[bytes], url: str, output: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+def wait_ready(
+    service: subprocess.Popen[bytes],
+    url: str,
+    output: Path,
+    *,
+    path: str = "/ready",
+    timeout: float = READY_TIMEOUT_SECONDS,
+) -> None:
+    """Until ``url + path`` answers 200; the service's last output if it exits first."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.poll() is not None:
             said = output.read_text(errors="replace")[-3000:]
             raise ReplayError(f"the service exited with code {service.returncode}:\n{said}")
         try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise ReplayError(f"the service was not ready within {READY_TIMEOUT_SECONDS} s")
+    raise ReplayError(f"{url}{path} did not answer 200 within {timeout:g} s")
 
 
 def stop_service(service: subprocess.Popen[bytes]) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from stack.settings import GRPC_OFFSET
+
+REPO = Path(__file__).resolve().parents[2]
 
 # The settings of every port the stack binds (weed's gRPC ports follow at +10000).
 PORT_SETTINGS = (
@@ -62,3 +67,19 @@ def reachable_folder() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_stack(
+    env: dict[str, str], *args: str, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """``python -m stack <args>`` with ``env`` on top of ours, without our STACK_* ones."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STACK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "stack", *args],
+        cwd=REPO,
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

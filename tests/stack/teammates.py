@@ -7,17 +7,14 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
+from monitoring.baseline import free_port, wait_ready
 from tests.pipelines.project import REPO, TINY_OVERRIDES, Project, make_project, merged, repo_params
+from tests.stack.helpers import run_stack
 
 # What `make` needs in a clone beside the pipeline's own files.
 MAKE_FILES = ("Makefile", "pyproject.toml", "uv.lock", "README.md")
@@ -25,24 +22,9 @@ LINKED = (".venv", ".tools")  # the repository's environments, shared (no second
 READY_SECONDS = 120
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def stack(command: str, settings: dict[str, str], *args: str, timeout: int = 300) -> str:
+def stack(command: str, settings: dict[str, str], *args: str) -> str:
     """``python -m stack <command> <args>`` with ``settings``; its output (it must succeed)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "stack", command, *args],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("STACK_")} | settings,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    result = run_stack(settings, command, *args, timeout=300)
     assert result.returncode == 0, f"stack {command}: {result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -110,7 +92,9 @@ def serving(project: Project, *, ready: bool = True) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(process, f"{url}/ready" if ready else f"{url}/health", output)
+        wait_ready(
+            process, url, output, path="/ready" if ready else "/health", timeout=READY_SECONDS
+        )
         yield url
     finally:
         if process.poll() is None:
@@ -120,20 +104,6 @@ def serving(project: Project, *, ready: bool = True) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, output: Path) -> None:
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"make serve exited {process.returncode}:\n{output.read_text()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"not ready in {READY_SECONDS} s:\n{output.read_text()}")
 
 
 def folder_bytes(folder: Path) -> int:

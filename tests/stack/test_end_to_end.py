@@ -4,10 +4,8 @@ through the server into the bucket, `down` leaving no process and no port behind
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,25 +28,12 @@ from stack.processes import (
 )
 from stack.s3 import SeaweedS3
 from stack.settings import StackSettings, load_secrets, tracking_uri
-from tests.stack.helpers import stack_env
+from tests.stack.helpers import run_stack, stack_env
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 NAMES = [service.name for service in SERVICES]
 UP_LINE = re.compile(r"^(?P<name>\w+): up in (?P<seconds>\d+\.\d) s \(port (?P<port>\d+), .+\)$")
-
-
-def run_stack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("STACK_")}
-    return subprocess.run(
-        [sys.executable, "-m", "stack", *args],
-        cwd=REPO,
-        env=clean | env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def states(folder: Path) -> dict[str, State]:
