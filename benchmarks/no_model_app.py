@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from fraud_detection.inference import Rows, Scorer
 from serving.app import create_app as create_service
+from serving.state import state_of
 
 
 def _constant(rows: Rows) -> np.ndarray:
@@ -28,8 +29,10 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with service_lifespan(app):
-            app.state.model = dataclasses.replace(
-                app.state.model, scorer=Scorer("none", "constant 0", _constant)
+            state = state_of(app)
+            assert state.model is not None, f"no model loaded: {state.model_error}"
+            state.model = dataclasses.replace(
+                state.model, scorer=Scorer("none", "constant 0", _constant)
             )
             yield
 

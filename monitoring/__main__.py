@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -60,7 +61,11 @@ def parser() -> argparse.ArgumentParser:
         "(Evidently) and apply the drift gate. Exit 0: no drift; 1: drift; 2: could not run.",
     )
     cli.add_argument("--params", type=Path, default=Path("params.yaml"))
-    cli.add_argument("--log", type=Path, help="prediction log (default: monitor.log_path)")
+    cli.add_argument(
+        "--log",
+        help="prediction log: a SQLite file or a postgresql:// URL (default: the service's "
+        "SERVING_PREDICTION_LOG when set, else monitor.log_path)",
+    )
     cli.add_argument("--reference", type=Path, help="default: monitor.reference_path")
     cli.add_argument("--out", type=Path, help="report folder (default: monitor.out_dir)")
     cli.add_argument("--start", type=moment, help="window start, UTC (default: end - window)")
@@ -82,6 +87,11 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
+# The service's setting: in a shell set up for the shared stack (python -m stack env) the
+# monitor reads the log the replicas write.
+LOG_VARIABLE = "SERVING_PREDICTION_LOG"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = read_inputs(
             params,
             window=Window.ending(args.end, args.start, hours),
-            log_path=args.log or Path(params.log_path),
+            log_path=args.log or os.environ.get(LOG_VARIABLE) or params.log_path,
             reference_path=args.reference or Path(params.reference_path),
             labels_path=args.labels or Path(params.labels_path),
         )

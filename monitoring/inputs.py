@@ -64,7 +64,7 @@ def read_inputs(
     params: MonitorParams,
     *,
     window: Window,
-    log_path: Path,
+    log_path: str | Path,
     reference_path: Path,
     labels_path: Path | None,
 ) -> MonitorInputs:
@@ -102,7 +102,7 @@ def load_reference(path: Path) -> Reference:
 
 
 def current_rows(
-    log_path: Path, reference: Reference, window: Window, params: MonitorParams
+    log_path: str | Path, reference: Reference, window: Window, params: MonitorParams
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The window's usable rows, and what was skipped and why."""
     schema = reference.info.feature_schema

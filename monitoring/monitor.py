@@ -47,7 +47,7 @@ def run_monitor(
     params: MonitorParams,
     *,
     window: Window,
-    log_path: Path,
+    log_path: str | Path,
     reference_path: Path,
     out_dir: Path,
     labels_path: Path | None,

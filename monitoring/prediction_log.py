@@ -1,16 +1,15 @@
-"""Reading the service's prediction log (SQLite, written by serving/prediction_log.py).
+"""Reading the service's prediction log, a SQLite file or PostgreSQL, chosen by URL.
 
-The monitor reads only this file and the reference data: it never imports the service.
-The table layout it relies on is documented in docs/serving.md ("The prediction log").
-Rows logged under another feature schema than the one the monitor compares against are
-left out and counted; rows whose features cannot be read are skipped and counted.
+The monitor reads only the log and the reference data: it never imports the service. The
+tables and the stores are defined once, in ``fraud_detection.io.prediction_log``, which
+the service writes with. Rows logged under another feature schema than the one the
+monitor compares against are left out and counted; rows whose features cannot be read
+are skipped and counted.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from fraud_detection.io.prediction_log import (
+    READ_COLUMNS,
+    LogNotFoundError,
+    LogStoreError,
+    open_store,
+)
 from fraud_detection.schema import FeatureSchema
 
 
@@ -40,29 +45,19 @@ class LoggedPredictions:
     model_versions: list[str]
 
 
-_NAMES = (
-    "logged_at",
-    "request_id",
-    "row_index",
-    "model_version",
-    "model_fingerprint",
-    "schema_fingerprint",
-    "features",
-    "probability",
-    "is_fraud",
-)
-_COLUMNS = ", ".join(_NAMES)
+_NAMES = READ_COLUMNS
 
 
 def read_predictions(
-    path: Path,
+    location: str | Path,
     schema: FeatureSchema,
     *,
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> LoggedPredictions:
-    """Rows logged in ``[start, end)`` (UTC; open ends allowed) under ``schema``."""
-    rows = _select(path, start, end)
+    """Rows logged in ``[start, end)`` (UTC; open ends allowed) under ``schema``, from the
+    log at ``location`` (a SQLite file, or a postgresql:// URL)."""
+    rows = _select(location, start, end)
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(_NAMES)
     by_name = dict(zip(_NAMES, columns, strict=True))
     matching = np.asarray(by_name["schema_fingerprint"], dtype=object) == schema.fingerprint
@@ -105,40 +100,23 @@ def _pick(column: tuple[Any, ...], rows: NDArray[np.int64]) -> list[Any]:
     return [column[i] for i in rows]
 
 
-def _select(path: Path, start: datetime | None, end: datetime | None) -> list[tuple[Any, ...]]:
-    if not path.is_file():
-        raise MonitorInputError(
-            f"no prediction log at {path}: start the service (make serve) and send it "
-            "traffic, or point the monitor at the service's SERVING_PREDICTION_LOG"
-        )
-    conditions, parameters = [], []
-    if start is not None:
-        conditions.append("logged_at >= ?")
-        parameters.append(_iso(start))
-    if end is not None:
-        conditions.append("logged_at < ?")
-        parameters.append(_iso(end))
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+def _select(
+    location: str | Path, start: datetime | None, end: datetime | None
+) -> list[tuple[Any, ...]]:
     try:
-        # Read-only: the monitor must never lock out the service that writes the log.
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True)) as connection:
-            # Only fixed text goes into the SQL; the window ends are bound parameters.
-            query = f"SELECT {_columns(connection)} FROM predictions{where} ORDER BY id"
-            return connection.execute(query, parameters).fetchall()
-    except sqlite3.DatabaseError as error:
+        return open_store(location).read(start, end)
+    except LogNotFoundError as error:
         raise MonitorInputError(
-            f"{path} is not a readable prediction log ({error}); it should be the SQLite "
-            "file the service writes (SERVING_PREDICTION_LOG)"
+            f"{error}: start the service (make serve) and send it traffic, or point the "
+            "monitor at the service's SERVING_PREDICTION_LOG"
         ) from None
-
-
-def _columns(connection: sqlite3.Connection) -> str:
-    """The columns to select; a log older than ``model_fingerprint`` reads as ''."""
-    present = {row[1] for row in connection.execute("PRAGMA table_info(predictions)")}
-    if "model_fingerprint" in present or not present:
-        return _COLUMNS
-    return _COLUMNS.replace("model_fingerprint", "'' AS model_fingerprint")
+    except LogStoreError as error:
+        raise MonitorInputError(
+            f"{error}; give the monitor the service's SERVING_PREDICTION_LOG "
+            "(a SQLite file, or postgresql://user:password@host:port/database)"
+        ) from None
+    except ValueError as error:  # a window end without a time zone, a URL of no store
+        raise MonitorInputError(str(error)) from None
 
 
 def _parse(texts: list[str], width: int) -> tuple[list[list[Any]], NDArray[np.int64]]:
@@ -167,9 +145,3 @@ def _parse(texts: list[str], width: int) -> tuple[list[list[Any]], NDArray[np.in
             good.append(values)
             positions.append(position)
     return good, np.asarray(positions, dtype=np.int64)
-
-
-def _iso(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise MonitorInputError(f"{moment} has no time zone; give window ends in UTC")
-    return moment.isoformat(timespec="microseconds")

@@ -1,4 +1,8 @@
-"""``python -m serving``: check the settings, then run uvicorn with them."""
+"""``python -m serving``: check the settings, then run uvicorn with them.
+
+``python -m serving create-log``: create the prediction log's tables (SERVING_PREDICTION_LOG)
+and exit, so that replicas sharing one PostgreSQL log find them made (compose.yaml and the
+Kubernetes manifests run it once, before the replicas)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,11 @@ from serving.metrics import MULTIPROCESS_ENV
 from serving.settings import SettingsError, load_settings
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = argv or []
+    if args not in ([], ["create-log"]):
+        print("usage: python -m serving [create-log]", file=sys.stderr)
+        return 2
     # One OpenMP thread per process, set before any library loads OpenMP: a request
     # scores a handful of rows, and waking a thread team for each (treelite, XGBoost)
     # cost more than the scoring itself (docs/serving.md). Workers are the parallelism.
@@ -22,6 +30,8 @@ def main() -> int:
     except SettingsError as error:
         print(f"serving: {error}", file=sys.stderr)
         return 2
+    if args == ["create-log"]:
+        return _create_log(settings.prediction_log)
     if settings.workers > 1 and not os.environ.get(MULTIPROCESS_ENV):
         # Each worker is a process: Prometheus needs a shared folder to add them up.
         os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="prometheus-")
@@ -44,6 +54,19 @@ def main() -> int:
     return 0
 
 
+def _create_log(location: str) -> int:
+    from fraud_detection.io.prediction_log import LogStoreError, open_store  # noqa: PLC0415
+
+    store = open_store(location)
+    try:
+        store.create_schema()
+    except LogStoreError as error:
+        print(f"serving: {error}", file=sys.stderr)
+        return 1
+    print(f"prediction log {store.location}: tables ready")
+    return 0
+
+
 def _log_config(base: dict[str, Any], level: str) -> dict[str, Any]:
     config = copy.deepcopy(base)
     config["formatters"]["service"] = {"format": "%(asctime)s %(levelname)s %(name)s | %(message)s"}
@@ -57,4 +80,4 @@ def _log_config(base: dict[str, Any], level: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -7,23 +7,24 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from functools import partial
+from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 
 from fraud_detection.errors import ModelLoadError
+from fraud_detection.io.prediction_log import open_store
 from serving.batcher import MicroBatcher
 from serving.errors import install_error_handlers
+from serving.fast_path import openapi_with_bodies
 from serving.metrics import MetricsMiddleware, ServiceMetrics
 from serving.model import load_model
 from serving.prediction_log import PredictionLog
-from serving.routers import monitoring, service
+from serving.routers import metrics, service
 from serving.routers.predict import predict_router, unavailable_router
 from serving.settings import Settings, load_settings
+from serving.state import ServiceState, state_of
 
 logger = logging.getLogger("serving")
 
@@ -39,7 +40,7 @@ DESCRIPTION = """Scores card transactions with the champion fraud model.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app; ``settings`` default to the ``SERVING_*`` environment variables."""
     settings = settings or load_settings()
-    metrics = ServiceMetrics()
+    service_metrics = ServiceMetrics()
     # /docs and /redoc load Swagger UI and ReDoc from the service itself (fastapi-offline's
     # bundled copies, under /static-offline-docs): FastAPI's own pages load them from
     # cdn.jsdelivr.net and are blank on an air-gapped machine. ReDoc without Google Fonts;
@@ -52,59 +53,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
         swagger_ui_parameters={"validatorUrl": None},
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.model = None
-    app.state.model_error = "the service is starting"
-    app.state.prediction_log = PredictionLog(settings.prediction_log)
-    app.state.body_models = []
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    log = PredictionLog(
+        open_store(settings.prediction_log),
+        commit=settings.log_commit,
+        timeout_seconds=settings.log_timeout_seconds,
+    )
+    state = ServiceState(settings=settings, metrics=service_metrics, log=log)
+    app.state.service = state
+    app.add_middleware(MetricsMiddleware, metrics=service_metrics)
     install_error_handlers(app)
     app.include_router(service.router)
-    app.include_router(monitoring.router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.include_router(metrics.router)
+    app.openapi = lambda: openapi_with_bodies(app, state.body_models)  # type: ignore[method-assign]
     return app
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the schema-built request bodies (the prediction endpoints
-    parse raw bytes, so FastAPI does not see their models)."""
-    if app.openapi_schema is None:
-        document = get_openapi(
-            title=app.title,
-            version=app.version,
-            description=app.description,
-            routes=app.routes,
-        )
-        models: list[tuple[type[BaseModel], Literal["validation"]]] = [
-            (model, "validation") for model in app.state.body_models
-        ]
-        if models:
-            _, definitions = models_json_schema(
-                models,
-                ref_template="#/components/schemas/{model}",
-                schema_generator=_SchemaInOrder,
-            )
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            schemas.update(definitions.get("$defs", {}))
-        app.openapi_schema = document
-    return app.openapi_schema
-
-
-class _SchemaInOrder(GenerateJsonSchema):
-    """Pydantic sorts a JSON schema's keys, the example transaction's too: /docs would show
-    the features alphabetically. Keep the feature schema's order, as the README's curl."""
-
-    def sort(self, value: JsonSchemaValue, parent_key: str | None = None) -> JsonSchemaValue:
-        return value
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    log: PredictionLog = app.state.prediction_log
+    state = state_of(app)
+    log = state.log
     log.start()
-    _load(app, settings)
+    _load(app, state)
     # Everything loaded so far (libraries, model) lives as long as the process. Freezing
     # it keeps the garbage collector's full collections from walking those objects again
     # under load, a pause that grows with the heap and lands on whichever request is
@@ -119,33 +88,40 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("prediction log closed: %d rows written", log.rows_written)
 
 
-def _load(app: FastAPI, settings: Settings) -> None:
-    metrics: ServiceMetrics = app.state.metrics
+def _load(app: FastAPI, state: ServiceState) -> None:
+    settings, service_metrics = state.settings, state.metrics
     try:
         model = load_model(settings)
     except ModelLoadError as error:
         # Choice (README "Serving"): stay up, /health 200, /ready and /predict 503 with why.
-        app.state.model_error = str(error)
+        state.model_error = str(error)
         logger.error("no model loaded, /ready answers 503: %s", error)
         app.include_router(unavailable_router(str(error)))
-        metrics.model_loaded.set(0)
+        service_metrics.model_loaded.set(0)
         return
-    app.state.model = model
-    # Reads app.state.model when it scores, so whatever model is installed is used.
-    app.state.batcher = MicroBatcher(lambda rows: app.state.model.scorer(rows))  # noqa: PLW0108
+    state.model = model
+    # Scores with whatever model state holds when it scores (a test may swap it).
+    state.batcher = MicroBatcher(partial(_score_with_current_model, state))
     router, body_models = predict_router(model, settings.max_batch_rows)
     app.include_router(router)
-    app.state.body_models = body_models
-    metrics.model_loaded.set(1)
-    metrics.model_info.labels(
+    state.body_models = body_models
+    service_metrics.model_loaded.set(1)
+    service_metrics.model_info.labels(
         model.name, model.version, model.alias or "", model.scorer.method
     ).set(1)
     logger.info(
-        "serving %s v%s (%s) in %.1f s; scoring: %s, %s",
+        "serving %s v%s (%s) in %.1f s; scoring: %s, %s; prediction log %s (%s)",
         model.name,
         model.version,
         settings.model_uri,
         model.load_seconds,
         model.scorer.method,
         model.scorer.detail,
+        state.log.store.location,
+        settings.log_commit,
     )
+
+
+def _score_with_current_model(state: ServiceState, rows: list[list[Any]]) -> Any:
+    assert state.model is not None
+    return state.model.scorer(rows)

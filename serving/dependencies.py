@@ -1,8 +1,8 @@
 """What endpoints depend on, overridable in tests (app.dependency_overrides).
 
 All are ``async def``: FastAPI runs plain ``def`` dependencies in a worker thread, and
-those hops cost more than a prediction. The prediction endpoints read ``app.state``
-directly (each dependency costs FastAPI tens of microseconds per request).
+those hops cost more than a prediction. The prediction endpoints read the service's
+state directly (each dependency costs FastAPI tens of microseconds per request).
 """
 
 from __future__ import annotations
@@ -13,22 +13,17 @@ import re
 
 from fastapi import HTTPException, Request
 
-from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 async def get_model(request: Request) -> LoadedModel:
-    model: LoadedModel | None = request.app.state.model
-    if model is None:
-        raise HTTPException(503, f"no model loaded: {request.app.state.model_error}")
+    state = request.app.state.service
+    if state.model is None:
+        raise HTTPException(503, f"no model loaded: {state.model_error}")
+    model: LoadedModel = state.model
     return model
-
-
-async def get_metrics(request: Request) -> ServiceMetrics:
-    metrics: ServiceMetrics = request.app.state.metrics
-    return metrics
 
 
 def request_id(request: Request) -> str:

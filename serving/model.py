@@ -12,8 +12,8 @@ from typing import Any
 from fraud_detection.errors import ModelLoadError
 from fraud_detection.inference import Scorer, compile_scorer
 from fraud_detection.io.model_package import LOCAL_VERSION, ModelPackage, load_model_package
+from fraud_detection.io.prediction_log import ModelStamp
 from fraud_detection.registry import FINGERPRINT_KEY
-from serving.prediction_log import ModelStamp
 from serving.settings import Settings
 
 logger = logging.getLogger("serving.model")

@@ -1,148 +1,152 @@
-"""The prediction log: every prediction, appended to SQLite for the drift monitor.
+"""The service's side of the prediction log: every answered prediction is in the log.
 
-Why SQLite: one file, safe with several writers (uvicorn workers) in WAL mode, and the
-monitor can read a time window or join labels by request id with plain SQL while the
-service keeps writing. The request path only puts a record on an in-memory queue; a
-background thread writes queued records in batches, one transaction each. Shutdown drains
-the queue before it returns, and a failed write is retried, never dropped, so the log
-holds exactly one row per prediction served.
+The table and the stores (a SQLite file, or PostgreSQL shared by replicas) are defined in
+``fraud_detection.io.prediction_log``; this module decides *when* rows are written.
 
-Table ``predictions`` (one row per scored transaction):
+``SERVING_LOG_COMMIT=before_answer`` (the default), group commit: a request puts its rows
+on a queue and waits; one writer thread takes everything queued, writes it in one
+transaction, and releases every waiting request at once. A 2xx answer therefore means
+the rows are committed: a replica killed with SIGKILL has lost nothing it answered.
+Under load the batches grow by themselves (requests queue while the previous commit
+runs), so the cost is about one commit per request at low load and a fraction of one
+at high load (docs/benchmarks.md).
 
-    logged_at       ISO-8601 UTC time of the prediction (sorts as text)
-    request_id      the request's id (X-Request-ID, or one the service made)
-    row_index       position in a batch request (0 for /predict)
-    model_name, model_version, schema_fingerprint
-    model_fingerprint  the model's content fingerprint (its metadata's model_fingerprint;
-                    '' for models older than it): which model answered, in any store
-    features        JSON array of the feature values, in the order of the schema's
-                    names (``schemas.feature_schema``): an array, not an object, keeps
-                    the writer cheap (see ``_statement``)
-    probability     P(fraud) from the model
-    is_fraud        1 if probability >= threshold
-    threshold       the model's decision threshold
+``SERVING_LOG_COMMIT=background``: the request does not wait; the writer gathers rows for
+0.1 s, then writes them. Faster, but a killed process loses up to that much of what it
+answered; a clean shutdown loses nothing (the queue is drained).
 
-Table ``schemas`` maps ``schema_fingerprint`` to the feature schema JSON, so the monitor
-can check that logged rows match the reference it compares them with, and name the
-values of ``features``.
-
-Retention: the log grows about 600 bytes per prediction. Archive or delete old rows
-with SQL (``DELETE FROM predictions WHERE logged_at < ...``); the service never prunes.
+When the store fails (disk full, PostgreSQL restarting) the writer keeps the rows, warns
+once with the store's name, reconnects every ``_RETRY_SECONDS`` and goes on by itself.
+Meanwhile, with ``before_answer``, a request waits up to ``SERVING_LOG_TIMEOUT_SECONDS``;
+if its rows are still only queued then (or the write under way at that moment fails), they
+are withdrawn (never written) and the request gets 503 naming the store. A row is never
+written twice: writes that are retried after a lost connection are idempotent (the
+store's unique key).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+from fraud_detection.io.prediction_log import Entry, LogStore, LogStoreError, rows_of
 
 logger = logging.getLogger("serving.prediction_log")
 
-_SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id INTEGER PRIMARY KEY,
-    logged_at TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    row_index INTEGER NOT NULL,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    schema_fingerprint TEXT NOT NULL,
-    features TEXT NOT NULL,
-    probability REAL NOT NULL,
-    is_fraud INTEGER NOT NULL,
-    threshold REAL NOT NULL,
-    model_fingerprint TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS predictions_logged_at ON predictions (logged_at);
-CREATE TABLE IF NOT EXISTS schemas (
-    schema_fingerprint TEXT PRIMARY KEY,
-    feature_schema TEXT NOT NULL
-);
-"""
-# One statement per request: SQLite expands the request's rows from one JSON payload
-# (``[[features, probability, is_fraud], ...]``) in C. Inserting row by row from Python
-# released and re-took the GIL for every row, which slowed the request thread down
-# (a 1,000-row batch spent more time in the writer than in scoring).
-_INSERT = """
-INSERT INTO predictions (logged_at, request_id, row_index, model_name, model_version,
-                         schema_fingerprint, model_fingerprint, features, probability,
-                         is_fraud, threshold)
-SELECT ?, ?, CAST(key AS INTEGER), ?, ?, ?, ?, value -> 0, value ->> 1, value ->> 2, ?
-FROM json_each(?)
-"""
+CommitMode = Literal["before_answer", "background"]
+BACKGROUND_GATHER_SECONDS = 0.1
 _RETRY_SECONDS = 0.5
 
 
-@dataclass(frozen=True)
-class ModelStamp:
-    """What every record says about the model that made it."""
-
-    name: str
-    version: str
-    schema_fingerprint: str
-    schema_json: str
-    feature_names: tuple[str, ...]
-    threshold: float
-    fingerprint: str = ""  # the model's content fingerprint; '' for models without one
+class LogUnavailableError(RuntimeError):
+    """The rows could not be committed in time; the message names the store and why."""
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One request's predictions (one row for /predict, many for /predict/batch)."""
+class _State(Enum):
+    QUEUED = 1
+    WRITING = 2
+    DONE = 3
+    WITHDRAWN = 4
 
-    logged_at: float  # time.time() when the prediction was made
-    request_id: str
-    stamp: ModelStamp
-    rows: Sequence[Sequence[Any]]
-    probabilities: Sequence[float]
-    decisions: Sequence[bool]
+
+@dataclass(eq=False)
+class _Pending:
+    """An entry on its way to the store, and the request waiting for it (if any)."""
+
+    entry: Entry
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[None] | None = None
+    state: _State = _State.QUEUED
+    error: BaseException | None = field(default=None)
+    # The request stopped waiting while the rows were being written: if that write
+    # fails, the writer withdraws them instead of retrying (and the request gets 503).
+    expired: bool = False
 
 
 _STOP = object()
 
 
 class PredictionLog:
-    """Appends entries to a SQLite file from a background thread."""
+    """Writes entries to a store from one background thread (see the module's doc)."""
 
-    def __init__(self, path: Path, flush_seconds: float = 0.1) -> None:
-        self.path = path
-        self.flush_seconds = flush_seconds
+    def __init__(
+        self,
+        store: LogStore,
+        commit: CommitMode = "before_answer",
+        timeout_seconds: float = 5.0,
+        gather_seconds: float | None = None,
+    ) -> None:
+        self.store = store
+        self.commit_mode = commit
+        self.timeout_seconds = timeout_seconds
+        # How long the writer lets rows gather before a write; None: the mode's own
+        # (0.1 s in the background, none before answering: commits are grouped anyway).
+        if gather_seconds is None:
+            gather_seconds = BACKGROUND_GATHER_SECONDS if commit == "background" else 0.0
+        self.gather_seconds = gather_seconds
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._pending = 0
         self._lock = threading.Lock()
+        self._pending = 0
         self.rows_written = 0
         self.write_failures = 0
+        self.rows_withdrawn = 0
+        # Why the store is failing, while it is; None when the last write succeeded.
+        self.outage: str | None = None
 
     @property
     def pending_rows(self) -> int:
         return self._pending
 
     def start(self) -> None:
-        """Create the file and tables (errors surface here, at start-up) and the writer."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = _connect(self.path)
-        with connection:
-            connection.executescript(_SCHEMA_SQL)
-            _add_missing_columns(connection)
+        """Create the tables and start the writer. A file that cannot be created fails
+        here (a setting to fix); a server that is down only warns: the writer waits."""
+        try:
+            self.store.create_schema()
+            ready = True
+        except LogStoreError as error:
+            if not self.store.remote:
+                raise
+            logger.warning(
+                "%s; predictions wait for it (503 after %g s)", error, self.timeout_seconds
+            )
+            self.outage, ready = str(error), False
         self._thread = threading.Thread(
-            target=self._run, args=(connection,), name="prediction-log", daemon=True
+            target=self._run, args=(ready,), name="prediction-log", daemon=True
         )
         self._thread.start()
 
     def record(self, entry: Entry) -> None:
-        """Queue an entry; never blocks on disk."""
-        with self._lock:
-            self._pending += len(entry.rows)
-        self._queue.put(entry)
+        """Queue an entry and return at once (``background``, and tests)."""
+        self._submit(_Pending(entry))
+
+    async def write(self, entry: Entry) -> None:
+        """Log ``entry`` as the commit mode says: with ``before_answer``, return once it
+        is committed, or raise LogUnavailableError (then it is not in the log)."""
+        if self.commit_mode == "background":
+            self.record(entry)
+            return
+        loop = asyncio.get_running_loop()
+        pending = _Pending(entry, loop, loop.create_future())
+        assert pending.future is not None
+        self._submit(pending)
+        try:
+            await asyncio.wait_for(asyncio.shield(pending.future), self.timeout_seconds)
+            return
+        except TimeoutError:
+            if self._withdraw(pending):
+                raise LogUnavailableError(self._why_unavailable()) from None
+        # Being written right now: committed, or, if this write fails, withdrawn by the
+        # writer (LogUnavailableError here) rather than retried while the request waits.
+        await pending.future
 
     def close(self, timeout: float = 60.0) -> None:
         """Write everything queued so far, then stop the writer."""
@@ -151,70 +155,171 @@ class PredictionLog:
         self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
-            logger.error("prediction log: %d rows still unwritten at shutdown", self._pending)
+            logger.error(
+                "prediction log %s: %d rows still unwritten at shutdown",
+                self.store.location,
+                self._pending,
+            )
         self._thread = None
 
-    def _run(self, connection: sqlite3.Connection) -> None:
-        stamps: set[str] = set()
-        stopping = False
-        while not stopping:
-            batch = [self._queue.get()]
-            if batch[0] is not _STOP:
-                # Let a batch gather: one wake-up and one transaction per interval instead
-                # of per request keeps this thread off the GIL the request path needs.
-                time.sleep(self.flush_seconds)
-            batch += _drain(self._queue)
-            stopping = any(item is _STOP for item in batch)
-            entries = [item for item in batch if isinstance(item, Entry)]
-            if entries:
-                try:
-                    self._write(connection, entries, stamps)
-                except Exception:  # a bug, not the disk: say so loudly, keep the writer alive
-                    logger.exception(
-                        "prediction log: %d entries could not be written", len(entries)
-                    )
-                    self.write_failures += 1
-        connection.close()
+    # ------------------------------------------------------------------ the request side
 
-    def _write(
-        self, connection: sqlite3.Connection, entries: list[Entry], stamps: set[str]
-    ) -> None:
-        statements = []
-        rows = 0
-        for entry in entries:
+    def _submit(self, pending: _Pending) -> None:
+        with self._lock:
+            self._pending += len(pending.entry.rows)
+        self._queue.put(pending)
+
+    def _withdraw(self, pending: _Pending) -> bool:
+        with self._lock:
+            if pending.state is not _State.QUEUED:
+                pending.expired = True
+                return False
+            pending.state = _State.WITHDRAWN
+            self._pending -= len(pending.entry.rows)
+            self.rows_withdrawn += len(pending.entry.rows)
+            return True
+
+    def _why_unavailable(self) -> str:
+        reason = self.outage or "the store is slow to commit"
+        return (
+            f"prediction log unavailable, prediction not served: {reason} "
+            f"(waited {self.timeout_seconds:g} s, SERVING_LOG_TIMEOUT_SECONDS); retry later"
+        )
+
+    # ------------------------------------------------------------------ the writer thread
+
+    def _run(self, ready: bool) -> None:
+        connection: Any = None
+        waiting: list[_Pending] = []  # taken off the queue, not yet committed
+        stopping = False
+        while True:
+            items: list[Any] = []
+            if not waiting and not stopping:
+                items.append(self._queue.get())  # sleep until there is work
+                if self.gather_seconds and items[0] is not _STOP:
+                    # One transaction per interval instead of per request keeps this
+                    # thread off the GIL the request path needs.
+                    time.sleep(self.gather_seconds)
+            items += _drain(self._queue)
+            stopping = stopping or any(item is _STOP for item in items)
+            batch = self._claim(waiting + [i for i in items if isinstance(i, _Pending)])
+            waiting = []
+            if not batch:
+                if stopping:
+                    break
+                continue
             try:
-                statements.append(_statement(entry))
-                rows += len(entry.rows)
-            except Exception:  # a bug in what was queued: drop that entry, say so, go on
+                if connection is None:
+                    connection = self.store.connect()
+                    if not ready:
+                        self.store.create_schema()
+                        ready = True
+                self._commit(connection, batch)
+            except LogStoreError as error:
+                # Shutting down with the store down, this goes on until close() stops
+                # waiting; close() then says how many rows were left unwritten.
+                self._failed(error)
+                waiting = self._unclaim(batch)
+                _close(connection)
+                connection = None
+                time.sleep(_RETRY_SECONDS)
+            except Exception as error:  # a bug, not the store: fail these, keep the writer
+                logger.exception("prediction log: %d entries could not be written", len(batch))
+                self.write_failures += 1
+                self._done([item for item in batch if item.state is _State.WRITING], error)
+                _close(connection)
+                connection = None
+        _close(connection)
+
+    def _claim(self, items: list[_Pending]) -> list[_Pending]:
+        with self._lock:
+            batch = [item for item in items if item.state is _State.QUEUED]
+            for item in batch:
+                item.state = _State.WRITING
+        return batch
+
+    def _unclaim(self, batch: list[_Pending]) -> list[_Pending]:
+        """After a failed write: the rows to retry; those whose request stopped waiting
+        during the write are withdrawn, and the request gets LogUnavailableError."""
+        back, given_up = [], []
+        with self._lock:
+            for item in batch:
+                if item.state is not _State.WRITING:
+                    continue
+                if item.expired:
+                    item.state = _State.WITHDRAWN
+                    self._pending -= len(item.entry.rows)
+                    self.rows_withdrawn += len(item.entry.rows)
+                    given_up.append(item)
+                else:
+                    item.state = _State.QUEUED
+                    back.append(item)
+        for item in given_up:  # rare (an outage): one hand-over each, one error each
+            self._hand_over([item], LogUnavailableError(self._why_unavailable()))
+        return back
+
+    def _commit(self, connection: Any, batch: list[_Pending]) -> None:
+        entries = [item.entry for item in batch]
+        try:
+            self.store.write(connection, entries)
+        except ValueError:
+            # A bug in what was queued: write the others one by one, fail the bad ones.
+            self._commit_one_by_one(connection, batch)
+            return
+        self._done(batch)
+        if self.outage is not None:
+            logger.warning("prediction log %s is back; writing again", self.store.location)
+            self.outage = None
+
+    def _commit_one_by_one(self, connection: Any, batch: list[_Pending]) -> None:
+        for item in batch:
+            try:
+                self.store.write(connection, [item.entry])
+            except ValueError as error:
                 logger.exception(
-                    "prediction log: entries could not be written (request %s)", entry.request_id
+                    "prediction log: request %s cannot be logged", item.entry.request_id
                 )
                 self.write_failures += 1
-                self._done(len(entry.rows))
-        new_stamps = {e.stamp.schema_fingerprint: e.stamp.schema_json for e in entries}
-        new_stamps = {key: value for key, value in new_stamps.items() if key not in stamps}
-        if not statements:
-            return
-        while True:
-            try:
-                with connection:
-                    connection.executemany(
-                        "INSERT OR IGNORE INTO schemas VALUES (?, ?)", new_stamps.items()
-                    )
-                    connection.executemany(_INSERT, statements)
-                break
-            except sqlite3.Error as error:
-                # Disk full, file locked by a long reader, ...: keep the rows and retry.
-                self.write_failures += 1
-                logger.warning("prediction log: write failed (%s); retrying", error)
-                time.sleep(_RETRY_SECONDS)
-        stamps.update(new_stamps)
-        self._done(rows)
-        self.rows_written += rows
+                self._done([item], error)
+            else:
+                self._done([item])
 
-    def _done(self, rows: int) -> None:
+    def _done(self, batch: Sequence[_Pending], error: BaseException | None = None) -> None:
+        rows = rows_of(item.entry for item in batch)
         with self._lock:
+            for item in batch:
+                item.state = _State.DONE
             self._pending -= rows
+        if error is None:
+            self.rows_written += rows
+        self._hand_over(batch, error)
+
+    def _hand_over(self, batch: Sequence[_Pending], error: BaseException | None) -> None:
+        """Wake the requests waiting for ``batch``: their rows are committed, or ``error``."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for item in batch:
+            if item.loop is not None and item.future is not None:
+                by_loop.setdefault(item.loop, []).append(item.future)
+        for loop, futures in by_loop.items():
+            # One hand-over per event loop for the whole batch, not one per request.
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, futures, error)
+
+    def _failed(self, error: LogStoreError) -> None:
+        self.write_failures += 1
+        if self.outage is None:
+            logger.warning("%s; keeping the rows and retrying every %g s", error, _RETRY_SECONDS)
+        self.outage = str(error)
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _drain(source: queue.SimpleQueue[Any]) -> list[Any]:
@@ -226,54 +331,9 @@ def _drain(source: queue.SimpleQueue[Any]) -> list[Any]:
             return items
 
 
-def _statement(entry: Entry) -> tuple[Any, ...]:
-    """The parameters of one INSERT for ``entry``: its rows as one JSON payload.
-
-    Rows are paired with their answers without copying, then encoded by one call to
-    json's C encoder, and SQLite expands them in C. Per-row Python work here (dicts,
-    number formatting) held the GIL in thousands of slices per batch and stalled the
-    request thread for hundreds of milliseconds under load (docs/serving.md)."""
-    stamp = entry.stamp
-    logged_at = datetime.fromtimestamp(entry.logged_at, UTC).isoformat(timespec="microseconds")
-    width = len(stamp.feature_names)
-    if any(len(row) != width for row in entry.rows):
-        raise ValueError(f"a row does not have the schema's {width} values")
-    payload = json.dumps(
-        list(zip(entry.rows, entry.probabilities, entry.decisions, strict=True)),
-        separators=(",", ":"),
-    )
-    return (
-        logged_at,
-        entry.request_id,
-        stamp.name,
-        stamp.version,
-        stamp.schema_fingerprint,
-        stamp.fingerprint,
-        stamp.threshold,
-        payload,
-    )
-
-
-def _add_missing_columns(connection: sqlite3.Connection) -> None:
-    """A log written before ``model_fingerprint`` existed gains the column ('' in old
-    rows), so a new service keeps appending to the same file."""
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(predictions)")}
-    if "model_fingerprint" in columns:
-        return
-    try:
-        connection.execute(
-            "ALTER TABLE predictions ADD COLUMN model_fingerprint TEXT NOT NULL DEFAULT ''"
-        )
-    except sqlite3.OperationalError as error:
-        # Another worker starting at the same moment added it first.
-        if "duplicate column" not in str(error):
-            raise
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # check_same_thread=False: opened here, used only by the writer thread.
-    connection = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
-    # WAL lets the monitor read while workers write; several workers may share the file.
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    return connection
+def _close(connection: Any) -> None:
+    if connection is not None:
+        try:
+            connection.close()
+        except Exception:  # a connection that broke may fail to close; it is gone anyway
+            logger.debug("closing a broken prediction log connection", exc_info=True)

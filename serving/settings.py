@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fraud_detection.io.prediction_log import SqliteStore, open_store, redact
 from fraud_detection.params import DEFAULT_MODEL_NAME
 from fraud_detection.registry import champion_uri
 from fraud_detection.workspace import PREDICTION_LOG
@@ -33,8 +34,14 @@ class Settings(BaseSettings):
     model_uri: str = Field(DEFAULT_MODEL_URI, min_length=1)
     # The MLflow store for registry URIs; unset: MLFLOW_TRACKING_URI, else ./mlflow.db.
     tracking_uri: str | None = None
-    # SQLite file every prediction is appended to (read by the drift monitor).
-    prediction_log: Path = PREDICTION_LOG
+    # Where every prediction is logged (read by the drift monitor): a SQLite file, or
+    # postgresql://user:password@host:port/database, which several replicas can share.
+    prediction_log: str = str(PREDICTION_LOG)
+    # before_answer: a 2xx answer means its rows are committed (group commit);
+    # background: answer first, write within 0.1 s (a killed process loses that window).
+    log_commit: Literal["before_answer", "background"] = "before_answer"
+    # How long a prediction waits for its commit before the answer is 503 (store down).
+    log_timeout_seconds: float = Field(5.0, gt=0, le=300)
     # Rows accepted by POST /predict/batch; more gets 413.
     max_batch_rows: int = Field(10_000, ge=1, le=1_000_000)
     host: str = Field("127.0.0.1", min_length=1)
@@ -49,15 +56,24 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("prediction_log", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, Path) else value
+
     @field_validator("prediction_log")
     @classmethod
-    def _log_folder_is_writable(cls, value: Path) -> Path:
-        folder = value.parent
+    def _log_is_usable(cls, value: str) -> str:
+        store = open_store(value)  # ValueError names what is wrong with the URL
+        if not isinstance(store, SqliteStore):
+            return value  # a server: reached at start-up (a warning while it is down)
+        path = store.path
+        folder = path.parent
         existing = next((p for p in [folder, *folder.parents] if p.exists()), Path())
         if not existing.is_dir() or not os.access(existing, os.W_OK):
             raise ValueError(f"cannot create or write the folder {folder}")
-        if value.exists() and not value.is_file():
-            raise ValueError(f"{value} exists and is not a file")
+        if path.exists() and not path.is_file():
+            raise ValueError(f"{path} exists and is not a file")
         return value
 
 
@@ -80,7 +96,8 @@ def load_settings() -> Settings:
 
 
 def _shown(env: dict[str, str], field: object) -> str:
-    return repr(env.get(f"{ENV_PREFIX}{str(field).upper()}", "<unset>"))
+    # A URL's password is never shown (postgresql://user:***@host/db).
+    return repr(redact(env.get(f"{ENV_PREFIX}{str(field).upper()}", "<unset>")))
 
 
 def _unknown_variables(env: dict[str, str]) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import TextIO
 
+from stack.api import ApiReplica, LoadBalancer, replica_class, replica_classes
 from stack.mlflow_server import MlflowServer
 from stack.postgres import Postgres
 from stack.processes import (
@@ -39,13 +40,25 @@ from stack.service import NotReady, Service
 from stack.settings import (
     SettingsError,
     StackSettings,
+    api_url,
     client_env,
     load_secrets,
     load_settings,
 )
 
-# In start order: MLflow stores its runs in PostgreSQL and its artifacts in S3.
-SERVICES: tuple[type[Service], ...] = (Postgres, SeaweedS3, MlflowServer)
+# In start order: MLflow stores its runs in PostgreSQL and its artifacts in S3; the API
+# replicas log to PostgreSQL and load the champion from MLflow; the balancer goes last.
+TRACKING: tuple[type[Service], ...] = (Postgres, SeaweedS3, MlflowServer)
+# `--only` names: each service's own, and `api` for every replica.
+NAMES = ("postgres", "s3", "mlflow", "api", "lb")
+
+
+def all_services(settings: StackSettings) -> list[type[Service]]:
+    """Every service of the stack the settings describe, in start order."""
+    api: list[type[Service]] = [*replica_classes(settings), LoadBalancer]
+    return [*TRACKING, *(api if settings.api_replicas else [])]
+
+
 EXIT_FAILED, EXIT_USAGE, EXIT_DOWN = 1, 2, 3
 WAIT_SECONDS = 0.25
 
@@ -54,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-        services = _selected(args.only)
+        services = _selected(args.only, settings)
     except (SettingsError, ValueError) as error:
         print(f"stack: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -74,20 +87,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "env"])
-    names = ",".join(service.name for service in SERVICES)
+    names = ",".join(NAMES)
     parser.add_argument(
-        "--only", default=names, help=f"comma-separated services, of {names} (default: all)"
+        "--only",
+        default=names,
+        help=f"comma-separated services, of {names} or api-N for one replica (default: all)",
     )
     return parser
 
 
-def _selected(only: str) -> list[type[Service]]:
+def _selected(only: str, settings: StackSettings) -> list[type[Service]]:
+    services = all_services(settings)
     wanted = {name.strip() for name in only.split(",") if name.strip()}
-    unknown = wanted - {service.name for service in SERVICES}
+    if "api" in wanted:
+        wanted |= {cls.name for cls in services if issubclass(cls, ApiReplica)}
+    known = {cls.name for cls in services} | ({"api"} if settings.api_replicas else set())
+    unknown = wanted - known
     if unknown or not wanted:
-        known = ", ".join(service.name for service in SERVICES)
-        raise ValueError(f"--only {only!r}: the services are {known}")
-    return [service for service in SERVICES if service.name in wanted]
+        raise ValueError(f"--only {only!r}: the services are {', '.join(sorted(known))}")
+    return [cls for cls in services if cls.name in wanted]
 
 
 # ------------------------------------------------------------------------------ up
@@ -110,6 +128,8 @@ def up(settings: StackSettings, classes: list[type[Service]]) -> int:
                 for each in started:
                     each.process.poll()  # reaped by the stop: let Popen know
                 return EXIT_FAILED
+    if LoadBalancer in classes:
+        print(f"the prediction API: {api_url(settings)} (docs: {api_url(settings)}/docs)")
     return 0
 
 
@@ -207,7 +227,7 @@ def down(settings: StackSettings, classes: list[type[Service]]) -> int:
     with locked(settings.run_dir):
         states = [
             (cls, state)
-            for cls in reversed(classes)
+            for cls in reversed(_with_extra_replicas(settings, classes))
             if (state := read_state(settings.run_dir, cls.name))
         ]
         if any(is_ours(state) for _, state in states):
@@ -218,6 +238,24 @@ def down(settings: StackSettings, classes: list[type[Service]]) -> int:
     stale = " (its stale state files removed)" if states else ""
     print(f"nothing runs in {settings.dir}{stale}")
     return 0
+
+
+def _with_extra_replicas(
+    settings: StackSettings, classes: list[type[Service]]
+) -> list[type[Service]]:
+    """``classes`` plus the replicas a larger STACK_API_REPLICAS started, when the
+    replicas are among them: `down` stops what runs, not only what the settings name."""
+    if not any(issubclass(cls, ApiReplica) for cls in classes):
+        return classes
+    named = {cls.name for cls in classes}
+    extra: list[type[Service]] = []
+    for path in sorted(settings.run_dir.glob("api-*.json")):
+        index = path.stem.removeprefix("api-")
+        if index.isdigit() and path.stem not in named:
+            extra.append(replica_class(int(index)))
+    # Before the balancer in the list, so they are stopped after it.
+    balancer = [cls for cls in classes if cls is LoadBalancer]
+    return [cls for cls in classes if cls is not LoadBalancer] + extra + balancer
 
 
 # -------------------------------------------------------------------------- status
@@ -243,9 +281,24 @@ def status(settings: StackSettings, classes: list[type[Service]]) -> int:
         healthy = healthy and health == "healthy"
         print(
             f"{cls.name}: up (pid {state.pid}, port {state.port}, {_version(service)}"
-            f"{_rss(state)}): {health}"
+            f"{_rss(state)}): {health}{_detail(service)}"
         )
     return 0 if healthy else EXIT_DOWN
+
+
+def _detail(service: Service) -> str:
+    """A replica's readiness; the balancer's URL and how many replicas it routes to."""
+    if isinstance(service, ApiReplica):
+        return f", {service.readiness()}"
+    if isinstance(service, LoadBalancer):
+        try:
+            upstreams = service.upstreams()
+        except NotReady:
+            return ""
+        # Caddy's admin API does not say which pass its health checks: the replicas'
+        # lines do (ready or not).
+        return f", {api_url(service.settings)} in front of {len(upstreams)} replicas"
+    return ""
 
 
 def _health(service: Service) -> str:

@@ -17,9 +17,15 @@ from psycopg import sql
 
 from stack.processes import StackError, StartError, check_socket_path
 from stack.service import NotReady, Service
-from stack.settings import variable, write_private
+from stack.settings import (
+    POSTGRES_ROLE,
+    PREDICTIONS_DATABASE,
+    prediction_log_url,
+    variable,
+    write_private,
+)
 
-ROLE = DATABASE = "mlflow"
+ROLE = DATABASE = POSTGRES_ROLE
 SUPERUSER = "postgres"
 # PostgreSQL refuses to run as root: as root, the server runs as this system user.
 SYSTEM_USER = "postgres"
@@ -213,12 +219,16 @@ class Postgres(Service):
             connection.execute("SELECT 1")
 
     def after_start(self) -> None:
-        try:
-            self._create_role_and_database()
-        except psycopg.Error as error:
-            raise StackError(f"could not create the {ROLE} role and database: {error}") from None
+        self.create_role_and_databases()
 
-    def _create_role_and_database(self) -> None:
+    def create_role_and_databases(self) -> None:
+        """The stack's role and its databases, those missing (MLflow's, the log's)."""
+        try:
+            self._create_role_and_databases()
+        except psycopg.Error as error:
+            raise StackError(f"could not create the {ROLE} role and databases: {error}") from None
+
+    def _create_role_and_databases(self) -> None:
         with self._connect(SUPERUSER, "postgres") as connection:
             if not connection.execute(
                 "SELECT 1 FROM pg_roles WHERE rolname = %s", [ROLE]
@@ -228,19 +238,24 @@ class Postgres(Service):
                         sql.Identifier(ROLE), sql.Literal(self.secrets.postgres_password)
                     )
                 )
-            if not connection.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]
-            ).fetchone():
-                connection.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(DATABASE), sql.Identifier(ROLE)
+            for database in (DATABASE, PREDICTIONS_DATABASE):
+                if not connection.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", [database]
+                ).fetchone():
+                    connection.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                            sql.Identifier(database), sql.Identifier(ROLE)
+                        )
                     )
-                )
 
     def url(self) -> str:
         """The SQLAlchemy URL MLflow stores its runs with (psycopg 3)."""
         password = quote(self.secrets.postgres_password, safe="")
         return f"postgresql+psycopg://{ROLE}:{password}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def prediction_log_url(self) -> str:
+        """SERVING_PREDICTION_LOG for the API replicas: one log they all write."""
+        return prediction_log_url(self.settings, self.secrets)
 
 
 def _system_user() -> pwd.struct_passwd:

@@ -7,6 +7,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
@@ -19,6 +20,10 @@ GRPC_OFFSET = 10_000
 REGION = "us-east-1"
 # The DVC remote on the stack's object store, as .dvc/config names it (a test checks).
 DVC_REMOTE = "shared"
+# The stack's PostgreSQL role (MLflow's database is named after it) and the database of
+# the API replicas' prediction log (its tables: fraud_detection.io.prediction_log).
+POSTGRES_ROLE = "mlflow"
+PREDICTIONS_DATABASE = "predictions"
 
 
 class SettingsError(ValueError):
@@ -44,6 +49,13 @@ class StackSettings(BaseSettings):
     weed_volume_port: int = Field(18080, ge=1024, le=65535 - GRPC_OFFSET)
     weed_filer_port: int = Field(18888, ge=1024, le=65535 - GRPC_OFFSET)
     mlflow_port: int = Field(15000, ge=1024, le=65535)
+    # The prediction API: this many replicas (processes), on api_replica_port + 1, + 2, ...,
+    # behind a load balancer (Caddy) on api_port, whose admin API is on lb_admin_port.
+    # 0: no API (the tracking services only).
+    api_replicas: int = Field(2, ge=0, le=16)
+    api_port: int = Field(18000, ge=1024, le=65535)
+    api_replica_port: int = Field(18100, ge=1024, le=65535 - 16)
+    lb_admin_port: int = Field(12019, ge=1024, le=65535)
     mlflow_bucket: str = Field("mlflow", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     dvc_bucket: str = Field("dvc", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     # Unset: generated once into secrets.env.
@@ -84,7 +96,19 @@ class StackSettings(BaseSettings):
                 (port, variable(name)),
                 (port + GRPC_OFFSET, f"{variable(name)} + {GRPC_OFFSET} (its gRPC port)"),
             ]
-        return [*found, (self.mlflow_port, variable("mlflow_port"))]
+        found.append((self.mlflow_port, variable("mlflow_port")))
+        if self.api_replicas:
+            found += [(self.api_port, variable("api_port"))]
+            found += [(self.lb_admin_port, variable("lb_admin_port"))]
+            found += [
+                (self.replica_port(index), f"{variable('api_replica_port')} + {index}")
+                for index in range(1, self.api_replicas + 1)
+            ]
+        return found
+
+    def replica_port(self, index: int) -> int:
+        """Replica ``index``'s port (1-based)."""
+        return self.api_replica_port + index
 
     @property
     def run_dir(self) -> Path:
@@ -200,6 +224,20 @@ def tracking_uri(settings: StackSettings) -> str:
     return f"http://127.0.0.1:{settings.mlflow_port}"
 
 
+def prediction_log_url(settings: StackSettings, keys: Secrets) -> str:
+    """The API replicas' shared prediction log, in the stack's PostgreSQL."""
+    password = quote(keys.postgres_password, safe="")
+    return (
+        f"postgresql://{POSTGRES_ROLE}:{password}@127.0.0.1:{settings.postgres_port}/"
+        f"{PREDICTIONS_DATABASE}"
+    )
+
+
+def api_url(settings: StackSettings) -> str:
+    """The prediction API, through the load balancer."""
+    return f"http://127.0.0.1:{settings.api_port}"
+
+
 def client_env(settings: StackSettings | None = None) -> dict[str, str]:
     """The variables a client of the stack needs: MLflow's tracking URI, and the S3
     endpoint and keys for DVC or boto3 (MLflow's artifacts go through its server)."""
@@ -214,4 +252,7 @@ def client_env(settings: StackSettings | None = None) -> dict[str, str]:
         "AWS_DEFAULT_REGION": REGION,
         # `make push` / `make pull` use the remote on this store (.dvc/config: `shared`).
         "DVC_REMOTE": DVC_REMOTE,
+        # The replicas' shared prediction log: `make serve` logs there too, and the
+        # monitor reads it.
+        "SERVING_PREDICTION_LOG": prediction_log_url(settings, keys),
     }

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
@@ -18,6 +21,9 @@ from fraud_detection.params import (
     SplitParams,
 )
 from fraud_detection.schema import FeatureSchema
+
+if TYPE_CHECKING:
+    from tests.postgres import PostgresServer
 
 # The handbook world has 5,000 customers and 10,000 terminals and draws 2 terminals and
 # 3 cards a day. This world is ~6% of that size, so the scenarios are scaled down too
@@ -68,3 +74,37 @@ def simulator_schema(feature_params: FeatureParams) -> FeatureSchema:
 def small_split_params() -> SplitParams:
     """The handbook protocol moved into the small world: train from day 30 (2018-05-01)."""
     return SplitParams(train_start=dt.date(2018, 5, 1), train_days=7, delay_days=7, test_days=7)
+
+
+# --- a real PostgreSQL server (the prediction log's PostgreSQL store) -----------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the session's own (tests/postgres.py), stopped afterwards.
+    Skipped without PostgreSQL on the machine; with REQUIRE_STACK=1 (CI), a failure."""
+    # Imported here: a session without PostgreSQL tests need not import the stack.
+    from stack.postgres import INSTALL_HINT, candidates  # noqa: PLC0415
+    from tests.postgres import start_server  # noqa: PLC0415
+
+    found = candidates()
+    if not found:
+        if os.environ.get("REQUIRE_STACK") == "1":
+            pytest.fail(f"REQUIRE_STACK=1 but {INSTALL_HINT}", pytrace=False)
+        pytest.skip(INSTALL_HINT)
+    server = start_server(found[0])
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """``postgresql://fraud:<password>@127.0.0.1:<port>/<db>``: a new, empty database.
+    A test that stopped the server gets it started again afterwards."""
+    if not postgres_server.running:
+        postgres_server.start()
+    yield postgres_server.create_database()
+    if not postgres_server.running:
+        postgres_server.start()

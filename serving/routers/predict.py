@@ -1,28 +1,23 @@
 """POST /predict and /predict/batch, with bodies built from the model's feature schema.
 
-The request path is the hot path, so it skips FastAPI's generic body handling: pydantic
-parses and validates the raw bytes in one pass (``model_validate_json``), and the answer
-is encoded once. Measured on one row (docs/benchmarks.md), FastAPI's own path (JSON to
-dicts, dicts to models, dependency resolution, response re-validation) cost several
-times the prediction itself. The OpenAPI document still shows the real bodies: the
-schema-built models are registered as components (see ``app.py``).
+Both endpoints parse their body on the fast path (``serving/fast_path.py``), then hand
+the rows to ``serve``, the one score → decide → log → count sequence.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
 
-from serving.dependencies import check_json_content_type, request_id
-from serving.metrics import ServiceMetrics
+from fraud_detection.io.prediction_log import Entry
+from serving.dependencies import request_id
+from serving.fast_path import documented_body, json_response, parse_body
 from serving.model import LoadedModel
-from serving.prediction_log import Entry, PredictionLog
+from serving.prediction_log import LogUnavailableError
 from serving.schemas import (
     BatchResponse,
     PredictionResponse,
@@ -30,6 +25,7 @@ from serving.schemas import (
     batch_model,
     transaction_model,
 )
+from serving.state import ServiceState, request_state
 
 # Batches up to this size are scored on the event loop (well under a millisecond of work);
 # larger ones in a worker thread, so health checks and small requests are not held up.
@@ -43,14 +39,55 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "A field is missing, unknown, of the wrong type, out of bounds, "
         "NaN or infinite",
     },
-    503: {"model": Problem, "description": "No model loaded"},
+    503: {
+        "model": Problem,
+        "description": "No model loaded, or the prediction log cannot take the rows "
+        "(`detail` names the store); nothing was logged",
+    },
 }
 
 
-def request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI ``requestBody`` pointing at a schema-built model's component."""
-    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+@dataclass(frozen=True)
+class Served:
+    """One request's answers, logged and counted."""
+
+    request_id: str
+    model: LoadedModel
+    probabilities: list[float]
+    decisions: list[bool]
+
+
+async def serve(state: ServiceState, request: Request, rows: list[list[Any]]) -> Served:
+    """Score ``rows``, decide at the model's threshold, log, count: what both endpoints do.
+
+    The rows are in the log before this returns (SERVING_LOG_COMMIT=before_answer), or
+    the request fails with 503 and nothing of it is logged."""
+    model = state.model
+    assert model is not None  # the prediction routes exist only once a model is loaded
+    rid = request_id(request)
+    probabilities = await _probabilities(state, model, rows)
+    decisions = [p >= model.threshold for p in probabilities]
+    try:
+        await state.log.write(Entry(time.time(), rid, model.stamp, rows, probabilities, decisions))
+    except LogUnavailableError as error:
+        raise HTTPException(503, str(error)) from None
+    fraud = sum(decisions)
+    state.metrics.count_predictions(fraud, len(decisions) - fraud)
+    return Served(rid, model, probabilities, decisions)
+
+
+async def _probabilities(
+    state: ServiceState, model: LoadedModel, rows: list[list[Any]]
+) -> list[float]:
+    if len(rows) == 1 and state.batcher is not None:
+        # Single rows from concurrent requests are scored together (serving/batcher.py).
+        try:
+            return [await state.batcher.score(rows[0])]
+        except ValueError as error:
+            raise _cannot_score(error) from None
+    if len(rows) <= _INLINE_ROWS:
+        return _score(model, rows)
+    return await run_in_threadpool(_score, model, rows)
 
 
 def predict_router(model: LoadedModel, max_batch_rows: int) -> tuple[APIRouter, list[type]]:
@@ -59,48 +96,34 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> tuple[APIRouter, 
     transaction = transaction_model(model.package.schema)
     batch = batch_model(transaction, max_batch_rows)
     router = APIRouter(tags=["predict"])
-    model_json = {"name": model.name, "version": model.version}
 
     @router.post(
         "/predict",
         response_model=PredictionResponse,
         summary="Score one transaction",
         responses=_ERRORS,
-        openapi_extra=request_body(transaction),
+        openapi_extra=documented_body(transaction),
     )
     async def predict(request: Request) -> Response:
-        row = list(vars(await _parse(request, transaction)).values())
-        state = request.app.state
-        served: LoadedModel = state.model
-        log: PredictionLog = state.prediction_log
-        metrics: ServiceMetrics = state.metrics
-        rid = request_id(request)
-        try:
-            # Single rows from concurrent requests are scored together (serving/batcher.py).
-            probability = await state.batcher.score(row)
-        except ValueError as error:
-            raise _cannot_score(error) from None
-        is_fraud = probability >= served.threshold
-        log.record(Entry(time.time(), rid, served.stamp, [row], [probability], [is_fraud]))
-        metrics.count_predictions(int(is_fraud), int(not is_fraud))
+        row = list(vars(await parse_body(request, transaction)).values())
+        served = await serve(request_state(request), request, [row])
         body = {
-            "request_id": rid,
-            "probability": probability,
-            "is_fraud": is_fraud,
-            "threshold": served.threshold,
-            "model": model_json,
+            "request_id": served.request_id,
+            "probability": served.probabilities[0],
+            "is_fraud": served.decisions[0],
+            **_model_fields(served.model),
         }
-        return _json(body, rid)
+        return json_response(body, served.request_id)
 
     @router.post(
         "/predict/batch",
         response_model=BatchResponse,
         summary=f"Score up to {max_batch_rows:,} transactions",
         responses={**_ERRORS, 413: {"model": Problem, "description": "Too many rows"}},
-        openapi_extra=request_body(batch),
+        openapi_extra=documented_body(batch),
     )
     async def predict_batch(request: Request) -> Response:
-        parsed = await _parse(request, batch)
+        parsed = await parse_body(request, batch)
         rows = [list(vars(item).values()) for item in parsed.transactions]  # type: ignore[attr-defined]
         if len(rows) > max_batch_rows:
             raise HTTPException(
@@ -108,41 +131,35 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> tuple[APIRouter, 
                 f"{len(rows):,} transactions in one batch; the limit is {max_batch_rows:,} "
                 "(SERVING_MAX_BATCH_ROWS): split the batch",
             )
-        state = request.app.state
-        served: LoadedModel = state.model
-        rid = request_id(request)
-        if len(rows) <= _INLINE_ROWS:
-            probabilities = _score(served, rows)
-        else:
-            probabilities = await run_in_threadpool(_score, served, rows)
-        flags = (probabilities >= served.threshold).tolist()
-        scores = probabilities.tolist()
-        state.prediction_log.record(Entry(time.time(), rid, served.stamp, rows, scores, flags))
-        fraud = sum(flags)
-        state.metrics.count_predictions(fraud, len(flags) - fraud)
+        served = await serve(request_state(request), request, rows)
         body = {
-            "request_id": rid,
-            "threshold": served.threshold,
-            "model": model_json,
+            "request_id": served.request_id,
+            **_model_fields(served.model),
             "predictions": [
-                {"probability": p, "is_fraud": f} for p, f in zip(scores, flags, strict=True)
+                {"probability": p, "is_fraud": f}
+                for p, f in zip(served.probabilities, served.decisions, strict=True)
             ],
         }
-        return _json(body, rid)
+        return json_response(body, served.request_id)
 
     return router, [transaction, batch]
 
 
-def _score(model: LoadedModel, rows: list[list[Any]]) -> Any:
+def _model_fields(model: LoadedModel) -> dict[str, Any]:
+    return {"threshold": model.threshold, "model": {"name": model.name, "version": model.version}}
+
+
+def _score(model: LoadedModel, rows: list[list[Any]]) -> list[float]:
     """The model's probabilities; values it cannot take are the client's problem (422).
 
     The request model already rejects NaN, infinity and anything outside the schema's
     bounds. What remains is a finite number so large that preprocessing overflows
     (1e308 through the scaler): scikit-learn refuses it with a ValueError."""
     try:
-        return model.scorer(rows)
+        probabilities: list[float] = model.scorer(rows).tolist()
     except ValueError as error:
         raise _cannot_score(error) from None
+    return probabilities
 
 
 def _cannot_score(error: ValueError) -> HTTPException:
@@ -150,23 +167,6 @@ def _cannot_score(error: ValueError) -> HTTPException:
         422,
         f"the model cannot score these values ({error}); send values in the range seen in training",
     )
-
-
-async def _parse(request: Request, model: type[BaseModel]) -> BaseModel:
-    """Validate the raw body in one pass; errors go through the service's 4xx handler."""
-    check_json_content_type(request)
-    try:
-        return model.model_validate_json(await request.body())
-    except ValidationError as error:
-        issues = error.errors(include_url=False, include_input=False)
-        raise RequestValidationError(
-            [{**issue, "loc": ("body", *issue["loc"])} for issue in issues]
-        ) from None
-
-
-def _json(body: dict[str, Any], rid: str) -> Response:
-    content = json.dumps(body, separators=(",", ":")).encode()
-    return Response(content, media_type="application/json", headers={"X-Request-ID": rid})
 
 
 def unavailable_router(reason: str) -> APIRouter:

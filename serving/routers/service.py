@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from serving.dependencies import get_model
 from serving.model import LoadedModel
+from serving.state import request_state
 
 router = APIRouter(tags=["service"])
 
@@ -24,14 +25,20 @@ async def health() -> dict[str, str]:
     responses={503: {"description": "No model loaded; `detail` says why"}},
 )
 async def ready(request: Request) -> JSONResponse:
-    model: LoadedModel | None = request.app.state.model
-    if model is None:
-        body = {
-            "status": "not ready",
-            "detail": f"no model loaded: {request.app.state.model_error}",
-        }
+    state = request_state(request)
+    if state.model is None:
+        body = {"status": "not ready", "detail": f"no model loaded: {state.model_error}"}
         return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
+    # Still ready while the log's store is down: every replica shares it, so taking them
+    # all out of the balancer would only hide the reason their 503 answers give.
+    log = "ok" if state.log.outage is None else f"unavailable: {state.log.outage}"
+    body = {
+        "status": "ready",
+        "model": state.model.name,
+        "version": state.model.version,
+        "prediction_log": log,
+    }
+    return JSONResponse(body)
 
 
 @router.get(

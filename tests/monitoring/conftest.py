@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fraud_detection.io.prediction_log import Entry, ModelStamp, SqliteStore
 from fraud_detection.reference import (
     DECISION_COLUMN,
     SCORE_COLUMN,
@@ -21,7 +22,7 @@ from fraud_detection.reference import (
     reference_table,
 )
 from fraud_detection.schema import FeatureSchema, numeric_feature
-from serving.prediction_log import Entry, ModelStamp, PredictionLog
+from serving.prediction_log import PredictionLog
 
 SCHEMA = FeatureSchema(
     source="csv",
@@ -109,7 +110,7 @@ def write_log(
 ) -> None:
     """Append ``table``'s rows to the log at ``path`` with the service's writer: requests
     of ``batch`` rows, ``prefix-00000``, ``prefix-00001``, ..., one a second from ``start``."""
-    log = PredictionLog(path, flush_seconds=0.0)
+    log = PredictionLog(SqliteStore(path), commit="background", gather_seconds=0.0)
     log.start()
     stamp = model_stamp(schema, version, fingerprint)
     values = table[schema.names].to_numpy().tolist()

@@ -11,10 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fraud_detection.io.prediction_log import Entry, SqliteStore
 from fraud_detection.schema import Feature, FeatureSchema
 from monitoring.prediction_log import MonitorInputError, read_predictions
-from serving.prediction_log import Entry, PredictionLog
+from serving.prediction_log import PredictionLog
 from tests.monitoring.conftest import model_stamp as stamp
+from tests.postgres import free_port
 
 SCHEMA = FeatureSchema(
     source="csv",
@@ -28,7 +30,7 @@ OTHER = FeatureSchema(source="csv", target="y", features=[Feature(name="amount",
 
 
 def write(path: Path, entries: list[Entry]) -> None:
-    log = PredictionLog(path, flush_seconds=0.0)
+    log = PredictionLog(SqliteStore(path), commit="background", gather_seconds=0.0)
     log.start()
     for entry in entries:
         log.record(entry)
@@ -159,3 +161,21 @@ def test_reading_never_blocks_the_writer(log_path):
     write(log_path, [entry("second", time.time(), [[2.0, "shop"]])])  # WAL: not blocked
     reader.close()
     assert read_predictions(log_path, SCHEMA).frame["request_id"].tolist() == ["first", "second"]
+
+
+def test_a_postgresql_log_without_the_table_says_where_it_should_come_from(postgres_url):
+    with pytest.raises(MonitorInputError, match=r"has no predictions table yet.*make serve"):
+        read_predictions(postgres_url, SCHEMA)
+
+
+def test_a_postgresql_log_that_cannot_be_reached_is_refused_without_its_password():
+    url = f"postgresql://fraud:secret@127.0.0.1:{free_port()}/log"
+    with pytest.raises(MonitorInputError, match="SERVING_PREDICTION_LOG") as caught:
+        read_predictions(url, SCHEMA)
+    assert str(caught.value).startswith("prediction log postgresql://fraud:***@127.0.0.1:")
+    assert "secret" not in str(caught.value)
+
+
+def test_a_log_url_of_no_store_is_refused():
+    with pytest.raises(MonitorInputError, match="a prediction log is a SQLite file"):
+        read_predictions("mysql://fraud@db/log", SCHEMA)

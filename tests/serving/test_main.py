@@ -121,3 +121,38 @@ def test_main_returns_2_on_bad_settings(monkeypatch, capsys, uvicorn_calls):
     assert entry.main() == 2
     assert "SERVING_PORT='http'" in capsys.readouterr().err
     assert uvicorn_calls == []
+
+
+def test_create_log_makes_the_tables_and_exits(tmp_path, uvicorn_calls):
+    log = tmp_path / "logs" / "p.db"
+    made = subprocess.run(
+        [sys.executable, "-m", "serving", "create-log"],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
+        | {"SERVING_PREDICTION_LOG": str(log)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == f"prediction log {log}: tables ready"
+    import sqlite3  # noqa: PLC0415
+
+    with sqlite3.connect(log) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert {"predictions", "schemas"} <= tables
+    assert uvicorn_calls == []
+
+
+def test_create_log_names_a_store_that_is_down_without_its_password(monkeypatch, capsys):
+    monkeypatch.setenv("SERVING_PREDICTION_LOG", "postgresql://u:hunter2@127.0.0.1:1/db")
+    assert entry.main(["create-log"]) == 1
+    err = capsys.readouterr().err
+    assert "prediction log postgresql://u:***@127.0.0.1:1/db" in err
+    assert "hunter2" not in err
+
+
+def test_an_unknown_command_is_a_usage_error(capsys):
+    assert entry.main(["serve-everything"]) == 2
+    assert "usage: python -m serving [create-log]" in capsys.readouterr().err

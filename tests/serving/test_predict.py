@@ -22,6 +22,7 @@ import serving.model
 from fraud_detection.inference import Scorer, pipeline_scorer
 from serving.app import create_app
 from serving.settings import Settings
+from serving.state import state_of
 from tests.model_helpers import mixed_model_folder
 from tests.serving.conftest import ServedModel
 
@@ -338,13 +339,15 @@ def test_wrong_method_or_path(shared_client, method, path, status):
 def test_a_failing_model_gets_a_bare_500_and_the_service_keeps_serving(make_app, served, caplog):
     app = make_app()
     with TestClient(app, raise_server_exceptions=False) as client:
-        model = app.state.model
+        state = state_of(app)
+        model = state.model
+        assert model is not None
 
         def explode(rows):
             raise RuntimeError(f"secret internal detail {SENTINEL}")
 
-        # The prediction endpoints read the model from app.state on every request.
-        app.state.model = dataclasses.replace(model, scorer=Scorer("compiled", "broken", explode))
+        # The prediction endpoints read the model from the service state on every request.
+        state.model = dataclasses.replace(model, scorer=Scorer("compiled", "broken", explode))
         with caplog.at_level(logging.ERROR, logger="serving.errors"):
             response = client.post(
                 "/predict", json=served.legit_row, headers={"X-Request-ID": "r-500"}
@@ -358,7 +361,7 @@ def test_a_failing_model_gets_a_bare_500_and_the_service_keeps_serving(make_app,
         assert "unhandled error on POST /predict" in caplog.text
         assert "secret internal detail" in caplog.text  # the log has what the body has not
 
-        app.state.model = model
+        state.model = model
         still_serving(client, served)
         metrics = client.get("/metrics").text
         assert 'http_requests_total{endpoint="/predict",method="POST",status="500"} 1.0' in metrics

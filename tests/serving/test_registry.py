@@ -33,7 +33,12 @@ def test_serves_a_registered_model(store, make_app, suffix, version, alias):
         card = client.get("/model").json()
         prediction = client.post("/predict", json=ROW).json()
         metrics = client.get("/metrics").text
-    assert ready.json() == {"status": "ready", "model": store.name, "version": version}
+    assert ready.json() == {
+        "status": "ready",
+        "model": store.name,
+        "version": version,
+        "prediction_log": "ok",
+    }
     assert card["name"] == store.name
     assert card["version"] == version
     assert card["alias"] == alias

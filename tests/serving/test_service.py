@@ -49,7 +49,12 @@ def test_health(shared_client):
 def test_ready(shared_client):
     response = shared_client.get("/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "model": "model", "version": "local"}
+    assert response.json() == {
+        "status": "ready",
+        "model": "model",
+        "version": "local",
+        "prediction_log": "ok",
+    }
 
 
 def test_model_card(shared_client, served):

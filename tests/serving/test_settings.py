@@ -4,7 +4,6 @@ bad variable (with a did-you-mean for typos)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -27,7 +26,8 @@ def test_defaults(monkeypatch, tmp_path):
     settings = load_settings()
     assert settings.model_uri == DEFAULT_MODEL_URI == "models:/fraud-detector@champion"
     assert settings.tracking_uri is None
-    assert settings.prediction_log == Path("logs/predictions.db")
+    assert settings.prediction_log == "logs/predictions.db"
+    assert (settings.log_commit, settings.log_timeout_seconds) == ("before_answer", 5.0)
     assert settings.max_batch_rows == 10_000
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
     assert settings.log_level == "info"
@@ -45,17 +45,20 @@ def test_values_from_the_environment(monkeypatch, tmp_path):
         "SERVING_WORKERS": "4",
         "SERVING_LOG_LEVEL": "DEBUG",
         "SERVING_ACCESS_LOG": "true",
+        "SERVING_LOG_COMMIT": "background",
+        "SERVING_LOG_TIMEOUT_SECONDS": "0.5",
     }
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert settings.model_uri == str(tmp_path / "model")
     assert settings.tracking_uri == "http://mlflow:5000"
-    assert settings.prediction_log == tmp_path / "new" / "log.db"
+    assert settings.prediction_log == str(tmp_path / "new" / "log.db")
     assert settings.max_batch_rows == 250
     assert (settings.host, settings.port, settings.workers) == ("0.0.0.0", 9001, 4)
     assert settings.log_level == "debug"
     assert settings.access_log is True
+    assert (settings.log_commit, settings.log_timeout_seconds) == ("background", 0.5)
 
 
 @pytest.mark.parametrize(
@@ -73,6 +76,8 @@ def test_values_from_the_environment(monkeypatch, tmp_path):
         ("SERVING_ACCESS_LOG", "maybe", "valid boolean"),
         ("SERVING_MODEL_URI", "", "at least 1 character"),
         ("SERVING_HOST", "", "at least 1 character"),
+        ("SERVING_LOG_COMMIT", "later", "'before_answer' or 'background'"),
+        ("SERVING_LOG_TIMEOUT_SECONDS", "0", "greater than 0"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_the_value(monkeypatch, variable, value, reason):
@@ -150,8 +155,9 @@ def test_a_log_path_that_is_a_folder_is_refused(monkeypatch, tmp_path):
 
 
 def test_a_log_folder_that_does_not_exist_yet_is_fine(tmp_path):
+    # A Path is accepted, and kept as text like a URL.
     settings = Settings(prediction_log=tmp_path / "a" / "b" / "p.db")
-    assert settings.prediction_log == tmp_path / "a" / "b" / "p.db"
+    assert settings.prediction_log == str(tmp_path / "a" / "b" / "p.db")
     assert not (tmp_path / "a").exists()  # made when the service starts, not here
 
 
@@ -164,3 +170,16 @@ def test_settings_are_frozen(tmp_path):
 def test_arguments_win_over_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SERVING_PORT", "9999")
     assert Settings(port=1234, prediction_log=tmp_path / "p.db").port == 1234
+
+
+def test_a_postgresql_log_is_accepted_without_reaching_the_server():
+    # Nothing listens there: the server is reached at start-up, not when settings load.
+    url = "postgresql://fraud:secret@127.0.0.1:1/predictions"
+    assert Settings(prediction_log=url).prediction_log == url
+
+
+def test_a_log_url_of_another_scheme_is_refused_without_its_password(monkeypatch):
+    message = settings_error(monkeypatch, SERVING_PREDICTION_LOG="mysql://fraud:secret@db/log")
+    assert "SERVING_PREDICTION_LOG='mysql://fraud:***@db/log'" in message
+    assert "a prediction log is a SQLite file" in message
+    assert "secret" not in message

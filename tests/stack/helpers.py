@@ -24,7 +24,11 @@ PORT_SETTINGS = (
     "STACK_WEED_VOLUME_PORT",
     "STACK_WEED_FILER_PORT",
     "STACK_MLFLOW_PORT",
+    "STACK_API_PORT",
+    "STACK_LB_ADMIN_PORT",
 )
+# Replica i listens on STACK_API_REPLICA_PORT + i: a base with this many free ports after it.
+REPLICA_PORTS = 4
 
 
 def _free(port: int) -> bool:
@@ -53,8 +57,19 @@ def free_ports(count: int) -> list[int]:
 
 def stack_env(folder: Path) -> dict[str, str]:
     """STACK_* variables for a stack in ``folder`` on free ports."""
-    ports = dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)), strict=True))
+    chosen = free_ports(len(PORT_SETTINGS))
+    ports = dict(zip(PORT_SETTINGS, chosen, strict=True))
+    ports["STACK_API_REPLICA_PORT"] = _free_run(REPLICA_PORTS, avoid=chosen)
     return {"STACK_DIR": str(folder)} | {name: str(port) for name, port in ports.items()}
+
+
+def _free_run(count: int, avoid: list[int]) -> int:
+    """A port ``base`` with base + 1 ... base + count free and not in ``avoid``."""
+    while True:
+        base = free_ports(1)[0]
+        wanted = range(base + 1, base + count + 1)
+        if wanted[-1] < 65_536 and all(p not in avoid and _free(p) for p in wanted):
+            return base
 
 
 @contextmanager

@@ -143,7 +143,9 @@ def test_down_and_status_with_nothing_there(
     assert main(["down"]) == 0
     assert "nothing runs" in capsys.readouterr().out
     assert main(["status"]) == 3
-    assert capsys.readouterr().out.splitlines() == ["postgres: down", "s3: down", "mlflow: down"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{name}: down" for name in ("postgres", "s3", "mlflow", "api-1", "api-2", "lb")
+    ]
     assert not Path(env["STACK_DIR"]).exists()  # neither created anything
 
 
@@ -173,7 +175,12 @@ def test_bad_settings_and_arguments_exit_2(
     )
     monkeypatch.delenv("STACK_MLFLOW_PROT")
     assert main(["up", "--only", "redis"]) == 2
-    assert "the services are postgres, s3, mlflow" in capsys.readouterr().err
+    assert "the services are api, api-1, api-2, lb, mlflow, postgres, s3" in (
+        capsys.readouterr().err
+    )
+    monkeypatch.setenv("STACK_API_REPLICAS", "0")  # no API: its names are not services
+    assert main(["up", "--only", "api"]) == 2
+    assert "the services are mlflow, postgres, s3" in capsys.readouterr().err
 
 
 def test_python_dash_m_stack_runs() -> None:

