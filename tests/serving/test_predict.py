@@ -421,3 +421,92 @@ def test_categorical_features_refuse_non_strings(mixed_client, channel):
 def test_no_bound_means_negative_numbers_are_fine(mixed_client):
     client, _, _ = mixed_client
     assert_ok(client.post("/predict", json={"amount": 1.0, "score": -5.0, "channel": "web"}))
+
+
+# --- /predict/split: the batch as a table ------------------------------------------------
+
+
+def table(served: ServedModel, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    names = list(served.schema.names)
+    return {"columns": names, "data": [[row[name] for name in names] for row in rows]}
+
+
+def test_split_answers_as_the_batch_does_and_logs_the_same_rows(client, served):
+    rows = [served.legit_row, served.fraud_row, {**served.legit_row, "TX_AMOUNT": 20.0}]
+    body = assert_ok(client.post("/predict/split", json=table(served, rows)))
+    assert set(body) == {"request_id", "threshold", "model", "probability", "is_fraud"}
+    batch = assert_ok(client.post("/predict/batch", json={"transactions": rows}))
+    assert body["probability"] == [p["probability"] for p in batch["predictions"]]
+    assert (
+        body["is_fraud"]
+        == [p["is_fraud"] for p in batch["predictions"]]
+        == [
+            False,
+            True,
+            False,
+        ]
+    )
+    log = state_of(client.app).log.store.path  # type: ignore[attr-defined]
+    import sqlite3  # noqa: PLC0415
+
+    with sqlite3.connect(log) as connection:
+        logged = connection.execute(
+            "SELECT row_index, features, probability FROM predictions WHERE request_id = ?",
+            [body["request_id"]],
+        ).fetchall()
+    names = list(served.schema.names)
+    assert [(i, json.loads(f), p) for i, f, p in logged] == [
+        (i, [row[n] for n in names], body["probability"][i]) for i, row in enumerate(rows)
+    ]
+
+
+def test_split_scores_large_tables_the_same(client, served):
+    rows = [{**served.legit_row, "TX_AMOUNT": float(amount)} for amount in range(0, 700, 7)]
+    body = assert_ok(client.post("/predict/split", json=table(served, rows)))
+    expected = [served.probability(row) for row in rows]
+    assert body["probability"] == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("case", "field"),
+    [
+        ("columns in another order", "columns"),
+        ("a missing column name", "columns"),
+        ("no columns", "columns"),
+        ("a short row", "data[1][14]"),
+        ("a long row", "data[0]"),
+        ("text for a number", "data[0][0]"),
+        ("below a bound", "data[0][0]"),
+        ("NaN", "data[0][0]"),
+        ("no rows", "data"),
+        ("an extra key", "index"),
+    ],
+)
+def test_bad_tables_get_422_naming_the_place(shared_client, served, case, field):
+    good = table(served, [served.legit_row, served.legit_row])
+    names, first = good["columns"], good["data"][0]
+    body = {
+        "columns in another order": {**good, "columns": names[::-1]},
+        "a missing column name": {**good, "columns": names[:-1]},
+        "no columns": {"data": good["data"]},
+        "a short row": {**good, "data": [first, first[:-1]]},
+        "a long row": {**good, "data": [[*first, SENTINEL]]},
+        "text for a number": {**good, "data": [[str(SENTINEL), *first[1:]]]},
+        "below a bound": {**good, "data": [[-SENTINEL, *first[1:]]]},
+        "NaN": json.dumps({**good, "data": [["__NAN__", *first[1:]]]})
+        .replace('"__NAN__"', "NaN")
+        .encode(),
+        "no rows": {**good, "data": []},
+        "an extra key": {**good, "index": [0, 1]},
+    }[case]
+    assert_problem(post(shared_client, "/predict/split", body), 422, field)
+    still_serving(shared_client, served)
+
+
+def test_an_oversize_table_gets_413_naming_the_limit(shared_client, served):
+    """The shared service allows 5 rows a batch, whatever its shape."""
+    assert_ok(shared_client.post("/predict/split", json=table(served, [served.legit_row] * 5)))
+    problem = assert_problem(
+        shared_client.post("/predict/split", json=table(served, [served.legit_row] * 6)), 413
+    )
+    assert "6 transactions in one batch; the limit is 5" in problem["detail"]

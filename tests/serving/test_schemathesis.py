@@ -46,7 +46,7 @@ def test_no_generated_request_gets_a_server_error_or_breaks_the_document(service
     report = f"{result.stdout[-8000:]}\n{result.stderr[-2000:]}\n--- service\n{service.output()}"
     assert result.returncode == 0, report
     assert "No issues found" in result.stdout, report
-    assert "Operations:       6 selected / 6 total" in result.stdout, report
+    assert "Operations:       7 selected / 7 total" in result.stdout, report
     assert "ERROR" not in service.output()
     assert httpx.get(f"{service.url}/ready", timeout=5).status_code == 200
 
