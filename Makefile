@@ -37,7 +37,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 .PHONY: help install preflight train repro test test-fast lint format typecheck mlflow-ui bench dvc-deps \
-	push pull plots clean serve export-model docker-build docker-run test-image test-fresh bench-serving \
+	push pull plots clean serve export-model docker-build docker-run test-image test-fresh bench-serving bench-replicas deploy-files \
 	replay monitor monitor-ui bench-monitoring docs handbook notebook stack-up stack-down stack-status
 
 help: ## Show this help
@@ -100,7 +100,7 @@ mlflow-ui: $(INSTALLED) ## Open the MLflow UI on the project's store (http://127
 # The shared services as local processes (no Docker): PostgreSQL (the system's), SeaweedFS's
 # S3 store and an MLflow server on them, on 127.0.0.1; data in .stack/, STACK_* settings
 # (stack/settings.py). A client's variables: eval "$$(python -m stack env)".
-stack-up: $(INSTALLED) ## Start PostgreSQL, the S3 store and an MLflow server on 127.0.0.1 (data in .stack/)
+stack-up: $(INSTALLED) ## Start PostgreSQL, S3, MLflow, 2 API replicas and Caddy on 127.0.0.1 (data in .stack/)
 	python -m stack up
 
 stack-down: $(INSTALLED) ## Stop the stack's servers (their data stays in .stack/)
@@ -151,6 +151,14 @@ bench-serving: $(INSTALLED) ## Measure the service against `mlflow models serve`
 	@command -v wrk >/dev/null || { echo "bench-serving needs wrk, the HTTP load generator: \
 	apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)"; exit 1; }
 	python benchmarks/serving.py
+
+bench-replicas: $(INSTALLED) ## Measure the log's stores and commit modes, Caddy with 1 and 2 replicas, the kill test
+	@command -v wrk >/dev/null || { echo "bench-replicas needs wrk, the HTTP load generator: \
+	apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)"; exit 1; }
+	python benchmarks/replicas.py
+
+deploy-files: $(INSTALLED) ## Rewrite the files of compose.yaml made from the code (deploy/compose/Caddyfile)
+	python -m stack.deploy
 
 replay: $(INSTALLED) ## Send a week of simulated production traffic to the service (SCENARIO=... for drift)
 	python -m monitoring.replay $(foreach name,$(SCENARIO),--scenario $(name)) $(REPLAY_ARGS)

@@ -149,7 +149,9 @@ def gate(
                 # Seed n: rows drawn with seed n from the n-th week after the test week.
                 week = 7 * (seed - 1)
                 send(params, url, labels, seed=seed, scenarios=scenarios, days_after_test=week)
-                time.sleep(0.3)  # the service's log writer flushes every 0.1 s
+                # Answered means logged (SERVING_LOG_COMMIT=before_answer); the pause
+                # only lets the window end fall after the last logged_at.
+                time.sleep(0.3)
                 end = datetime.now(UTC) + timedelta(milliseconds=1)
                 started = time.perf_counter()
                 result = run_monitor(

@@ -82,14 +82,25 @@ def main() -> None:
     with _stack(model) as env:
         settings = _settings(env)
         pg_url = prediction_log_url(settings, load_secrets(settings))
-        results["log"] = _logs(model, bodies["one"], batch, pg_url, arguments)
+        if "log" not in arguments.skip:
+            results["log"] = _logs(model, bodies["one"], batch, pg_url, arguments)
+            _save(results)
         results["balancer"] = _balancer(env, settings, bodies["one"], arguments.seconds)
+        _save(results)
         results["kill"] = _kill(env, settings, example, pg_url)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "replicas.json").write_text(json.dumps(results, indent=2) + "\n")
+    _save(results)
     markdown = _markdown(results)
     (RESULTS / "replicas.md").write_text(markdown)
     print(markdown)
+
+
+def _save(results: dict[str, Any]) -> None:
+    """After each part: a later part that fails leaves the earlier figures."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    saved = RESULTS / "replicas.json"
+    if "log" not in results and saved.is_file():  # --skip log: keep the last log figures
+        results["log"] = json.loads(saved.read_text())["log"]
+    saved.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def _arguments() -> argparse.Namespace:
@@ -97,6 +108,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="model folder (default: export champion)")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["log"], help="parts to skip")
     return parser.parse_args()
 
 

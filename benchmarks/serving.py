@@ -20,9 +20,10 @@ Servers:
             service could do with this model (benchmarks/model_only_app.py)
 
 Loads: single rows sequential (1 connection) and at 8 connections; batches of 1,000
-rows sequential; ready time (process start to /ready 200); a 30 s soak at 100
-connections, after which the prediction log must hold exactly one row per prediction
-the service counted, and wrk must have seen no errors.
+rows sequential, as row objects (/predict/batch; MLflow's dataframe_records) and as a
+table (/predict/split; MLflow's dataframe_split); ready time (process start to /ready
+200); a 30 s soak at 100 connections, after which the prediction log must hold exactly
+one row per prediction the service counted, and wrk must have seen no errors.
 
 Results go to benchmarks/results/serving.json and, as Markdown, serving.md.
 """
@@ -83,6 +84,10 @@ class Server:
     body_one: Path
     body_batch: Path | None
     batch_path: str = ""
+    # The same 1,000 rows as a table (feature names once, an array per row): the
+    # service's /predict/split, MLflow's dataframe_split.
+    body_split: Path | None = None
+    split_path: str = ""
 
 
 def main() -> None:
@@ -144,6 +149,10 @@ def _bodies(model: Path) -> dict[str, Path]:
         "batch": {"transactions": [example] * 1000},
         "mlflow_one": {"dataframe_records": [example]},
         "mlflow_batch": {"dataframe_records": [example] * 1000},
+        "split": {"columns": list(example), "data": [list(example.values())] * 1000},
+        "mlflow_split": {
+            "dataframe_split": {"columns": list(example), "data": [list(example.values())] * 1000}
+        },
     }
     paths = {}
     for name, body in files.items():
@@ -172,6 +181,8 @@ def _servers(model: Path, bodies: dict[str, Path]) -> list[Server]:
             bodies["one"],
             bodies["batch"],
             "/predict/batch",
+            bodies["split"],
+            "/predict/split",
         ),
         Server(
             "mlflow",
@@ -193,6 +204,8 @@ def _servers(model: Path, bodies: dict[str, Path]) -> list[Server]:
             "/invocations",
             bodies["mlflow_one"],
             bodies["mlflow_batch"],
+            "/invocations",
+            bodies["mlflow_split"],
             "/invocations",
         ),
         Server(
@@ -247,6 +260,11 @@ def _measure(server: Server, seconds: float) -> tuple[dict[str, Any], float]:
             batch_url = f"http://127.0.0.1:{port}{server.batch_path}"
             measured["batch_1000_sequential"] = _wrk(
                 batch_url, server.body_batch, connections=1, seconds=seconds
+            )
+        if server.body_split is not None:
+            split_url = f"http://127.0.0.1:{port}{server.split_path}"
+            measured["batch_1000_split_sequential"] = _wrk(
+                split_url, server.body_split, connections=1, seconds=seconds
             )
     return measured, ready_seconds
 

@@ -6,7 +6,8 @@ The prediction endpoints are the hot path, so they skip FastAPI's generic body h
   built at start-up from the model's feature schema (``parse_body``): FastAPI's own path
   (JSON to dicts, dicts to models, dependency resolution) cost several times the
   prediction itself on one row (docs/benchmarks.md).
-* The answer is encoded once (``json_response``), without response-model re-validation.
+* The answer is encoded once, by orjson (``json_response``), without response-model
+  re-validation.
 * Because FastAPI does not see those bodies, ``openapi_with_bodies`` registers the
   schema-built models as OpenAPI components, so /docs still shows (and lets a user try)
   the real request bodies; ``documented_body`` points a route at its component.
@@ -16,9 +17,9 @@ Everything else in the service uses FastAPI the ordinary way.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal, TypeVar
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -43,7 +44,9 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
 
 
 def json_response(body: dict[str, Any], request_id: str) -> Response:
-    content = json.dumps(body, separators=(",", ":")).encode()
+    # orjson: a 1,000-row answer in 0.02 ms against json's 0.44 (docs/benchmarks.md).
+    # No NaN can be in it: probabilities come from the model, the rest from the service.
+    content = orjson.dumps(body)
     return Response(content, media_type="application/json", headers={"X-Request-ID": request_id})
 
 

@@ -59,16 +59,16 @@ def split_model(schema: FeatureSchema, max_rows: int) -> type[BaseModel]:
     transaction, in that order (pandas' ``to_dict(orient="split")`` without the index).
     Validating 1,000 arrays is about a tenth of the work of validating 1,000 objects,
     whose keys are matched one by one (docs/benchmarks.md)."""
-    names = list(schema.names)
+    names: list[Any] = list(schema.names)
     values = tuple(
         Annotated[_value(feature)[0], Field(**_value(feature)[1])] for feature in schema.features
     )
-    example = [schema.example[name] for name in names] if schema.example else None
+    example: list[Any] = [schema.example.get(name) for name in names]
     config = ConfigDict(
         **_STRICT,
         title="TransactionTable",
         json_schema_extra={"examples": [{"columns": names, "data": [example]}]}
-        if example and len(example) == len(names)
+        if all(name in schema.example for name in names)
         else None,
     )
 

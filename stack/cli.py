@@ -247,11 +247,12 @@ def _with_extra_replicas(
     replicas are among them: `down` stops what runs, not only what the settings name."""
     if not any(issubclass(cls, ApiReplica) for cls in classes):
         return classes
-    named = {cls.name for cls in classes}
+    if not all(cls in classes for cls in replica_classes(settings)):
+        return classes  # some replicas by name (--only api-2): those alone
     extra: list[type[Service]] = []
     for path in sorted(settings.run_dir.glob("api-*.json")):
         index = path.stem.removeprefix("api-")
-        if index.isdigit() and path.stem not in named:
+        if index.isdigit() and int(index) > settings.api_replicas:
             extra.append(replica_class(int(index)))
     # Before the balancer in the list, so they are stopped after it.
     balancer = [cls for cls in classes if cls is LoadBalancer]

@@ -197,6 +197,18 @@ def test_made_files_are_committed_as_made() -> None:
         )
 
 
+def caddy_validate(text: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    config = folder / "Caddyfile"
+    config.write_text(text, encoding="utf-8")
+    return subprocess.run(
+        [caddy_binary(), "validate", "--adapter", "caddyfile", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize("which", ["stack", "compose"])
 def test_caddy_accepts_the_balancers_configuration(which: str, tmp_path: Path) -> None:
     text = (
@@ -206,15 +218,7 @@ def test_caddy_accepts_the_balancers_configuration(which: str, tmp_path: Path) -
     )
     assert "health_uri /ready" in text
     assert f"health_interval {HEALTH_INTERVAL}" in text
-    config = tmp_path / "Caddyfile"
-    config.write_text(text, encoding="utf-8")
-    result = subprocess.run(
-        [caddy_binary(), "validate", "--adapter", "caddyfile", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = caddy_validate(text, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -222,13 +226,5 @@ def test_caddy_rejects_a_wrong_configuration(tmp_path: Path) -> None:
     text = balancer_config(
         port=8080, upstreams=["a:1"], admin="127.0.0.1:2019", bind=None, made_by="a test"
     ).replace("lb_policy least_conn", "lb_policy fastest_please")
-    config = tmp_path / "Caddyfile"
-    config.write_text(text, encoding="utf-8")
-    result = subprocess.run(
-        [caddy_binary(), "validate", "--adapter", "caddyfile", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = caddy_validate(text, tmp_path)
     assert result.returncode != 0

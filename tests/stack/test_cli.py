@@ -235,3 +235,21 @@ def test_a_failed_start_shows_the_log_and_stops_what_it_started(
     stopped = re.search(r"postgres: (stopped|not running) \(pid (\d+)", captured.err)
     assert stopped, captured.err
     assert start_time(int(stopped[2])) is None
+
+
+def test_down_takes_the_replicas_it_is_given_and_those_beyond_the_count(tmp_path: Path) -> None:
+    """`down --only api-2` stops api-2 alone; `down` (or --only api) also stops a replica
+    that a larger STACK_API_REPLICAS started, before the balancer."""
+    from stack.api import LoadBalancer, replica_class  # noqa: PLC0415
+    from stack.cli import _with_extra_replicas, all_services  # noqa: PLC0415
+    from stack.settings import StackSettings  # noqa: PLC0415
+
+    settings = StackSettings(dir=tmp_path, api_replicas=2)
+    settings.run_dir.mkdir(parents=True)
+    for index in (1, 2, 3):
+        (settings.run_dir / f"api-{index}.json").write_text("{}")
+    assert _with_extra_replicas(settings, [replica_class(2)]) == [replica_class(2)]
+    every = _with_extra_replicas(settings, all_services(settings))
+    names = [cls.name for cls in every]
+    assert names[-3:] == ["api-2", "api-3", "lb"], names
+    assert every[-1] is LoadBalancer
