@@ -73,6 +73,10 @@ PRESENT = (
     "treelite",
     "uvicorn",
     "fastapi_offline",
+    # The prediction log on PostgreSQL (compose.yaml, the Kubernetes manifests), and the
+    # JSON encoder of the log's rows and the answers.
+    "psycopg",
+    "orjson",
 )
 # Podman without systemd logs this on every run/stop of an image with a HEALTHCHECK;
 # the check still works when run by hand (podman healthcheck run).
