@@ -183,3 +183,14 @@ def test_a_log_url_of_another_scheme_is_refused_without_its_password(monkeypatch
     assert "SERVING_PREDICTION_LOG='mysql://fraud:***@db/log'" in message
     assert "a prediction log is a SQLite file" in message
     assert "secret" not in message
+
+
+def test_a_prediction_log_url_with_a_bad_port_stops_the_service_naming_it(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SERVING_PREDICTION_LOG", "postgresql://u:hunter2@db:54x2/predictions")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "SERVING_PREDICTION_LOG='postgresql://u:***@db:54x2/predictions'" in message
+    assert "the port is not a number" in message
+    assert "hunter2" not in message

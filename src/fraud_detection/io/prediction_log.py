@@ -386,6 +386,14 @@ class PostgresStore:
         self.url = f"postgresql://{rest}" if scheme != "postgresql" else url
         self.location = redact(self.url)
         self.remote = True
+        try:
+            urlsplit(self.url).port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError:
+            # A typo in the URL is a setting to fix now, not a server to wait for.
+            raise ValueError(
+                f"{self.location}: the port is not a number "
+                "(postgresql://user:password@host:port/database)"
+            ) from None
 
     def create_schema(self) -> None:
         connection = self.connect()

@@ -451,3 +451,11 @@ def check_no_duplicates(store: LogStore) -> None:
     again = entry("first", BASE + timedelta(microseconds=1))
     write(store, [again])
     assert keys(store.read(None, None)).count(("first", 0)) == 2
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2@h:abc/db", "postgres://u:hunter2@h:5x/db"])
+def test_a_port_that_is_not_a_number_is_refused_at_once_without_the_password(url: str) -> None:
+    with pytest.raises(ValueError, match="the port is not a number") as caught:
+        open_store(url)
+    assert "hunter2" not in str(caught.value)
+    assert ":***@" in str(caught.value)
