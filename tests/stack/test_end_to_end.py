@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 
@@ -150,6 +151,15 @@ def test_up_use_down_and_a_warm_restart(stack: Stack, monkeypatch: pytest.Monkey
     # none of them and says why.
     assert "not ready" in status.stdout
     assert f"{api_url(settings)} in front of 2 replicas" in status.stdout
+    # ... so the balancer sends them nothing (/ready is its health check) and says why.
+    answer = httpx.post(f"{api_url(settings)}/predict", json={}, timeout=30)
+    assert answer.status_code == 503, answer.text
+    assert "is any replica ready? python -m stack status" in answer.json()["detail"]
+    assert all(
+        httpx.get(f"http://127.0.0.1:{settings.replica_port(i)}/health", timeout=5).status_code
+        == 200
+        for i in (1, 2)
+    )
     assert "PostgreSQL 1" in status.stdout
 
     pids = {pid for state in first.values() for pid in session_pids(state.pid)}
