@@ -206,3 +206,29 @@ def test_postgresql_restarted_mid_load_delays_answers_and_loses_or_doubles_nothi
         f"\npostgres restart: {len(load.answers)} requests, {dict(statuses)}; slowest answer "
         f"{slowest:.2f} s; events {json.dumps({k: round(v, 2) for k, v in load.events.items()})}"
     )
+
+
+def test_a_replica_without_a_model_gets_no_traffic(
+    replicas: tuple[dict[str, str], StackSettings], model_folder: tuple[Path, dict[str, float]]
+) -> None:
+    """Caddy's health check is /ready: a replica that is alive but has no model (its
+    /health 200, its /ready 503) is left out, and the other one answers everything."""
+    env, settings = replicas
+    row = model_folder[1]
+    url = api_url(settings)
+    assert len(served_by_both(url, row)) == 2
+    assert run_stack(env, "down", "--only", "api-2").returncode == 0
+    no_model = env | {"SERVING_MODEL_URI": str(model_folder[0].parent / "no-such-model")}
+    restarted = run_stack(no_model, "up", "--only", "api-2")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    second = f"http://127.0.0.1:{settings.replica_port(2)}"
+    assert httpx.get(f"{second}/health", timeout=5).status_code == 200
+    assert httpx.get(f"{second}/ready", timeout=5).status_code == 503
+    time.sleep(2.5)  # two of Caddy's health checks (every 1 s)
+    answers = [httpx.post(f"{url}/predict", json=row, timeout=10) for _ in range(40)]
+    assert {a.status_code for a in answers} == {200}
+    assert {a.headers["x-served-by"] for a in answers} == {f"127.0.0.1:{settings.replica_port(1)}"}
+    status = run_stack(env, "status", "--only", "api")
+    api_2 = next(line for line in status.stdout.splitlines() if line.startswith("api-2: "))
+    assert api_2.startswith("api-2: up"), status.stdout
+    assert "not ready (GET" in api_2, status.stdout
