@@ -14,16 +14,16 @@ import re
 from fastapi import HTTPException, Request
 
 from serving.model import LoadedModel
+from serving.state import request_state
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 async def get_model(request: Request) -> LoadedModel:
-    state = request.app.state.service
+    state = request_state(request)
     if state.model is None:
         raise HTTPException(503, f"no model loaded: {state.model_error}")
-    model: LoadedModel = state.model
-    return model
+    return state.model
 
 
 def request_id(request: Request) -> str:

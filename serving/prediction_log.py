@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
@@ -65,7 +65,6 @@ class _Pending:
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future[None] | None = None
     state: _State = _State.QUEUED
-    error: BaseException | None = field(default=None)
     # The request stopped waiting while the rows were being written: if that write
     # fails, the writer withdraws them instead of retrying (and the request gets 503).
     expired: bool = False
@@ -174,10 +173,14 @@ class PredictionLog:
             if pending.state is not _State.QUEUED:
                 pending.expired = True
                 return False
-            pending.state = _State.WITHDRAWN
-            self._pending -= len(pending.entry.rows)
-            self.rows_withdrawn += len(pending.entry.rows)
+            self._mark_withdrawn(pending)
             return True
+
+    def _mark_withdrawn(self, item: _Pending) -> None:
+        """``item``'s rows will never be written (the caller holds the lock)."""
+        item.state = _State.WITHDRAWN
+        self._pending -= len(item.entry.rows)
+        self.rows_withdrawn += len(item.entry.rows)
 
     def _why_unavailable(self) -> str:
         reason = self.outage or "the store is slow to commit"
@@ -247,9 +250,7 @@ class PredictionLog:
                 if item.state is not _State.WRITING:
                     continue
                 if item.expired:
-                    item.state = _State.WITHDRAWN
-                    self._pending -= len(item.entry.rows)
-                    self.rows_withdrawn += len(item.entry.rows)
+                    self._mark_withdrawn(item)
                     given_up.append(item)
                 else:
                     item.state = _State.QUEUED

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -32,7 +33,7 @@ from fraud_detection.registry import champion_uri
 from stack.postgres import Postgres
 from stack.processes import StackError
 from stack.service import NotReady, Service
-from stack.settings import StackSettings, api_url, tracking_uri, variable
+from stack.settings import StackSettings, tracking_uri, variable
 
 # Caddy's active health checks: how often, and how long a replica may take to answer.
 HEALTH_INTERVAL = "1s"
@@ -231,8 +232,6 @@ def caddy_binary() -> str:
 
 @cache
 def caddy_version() -> str:
-    import subprocess  # noqa: PLC0415  (only `status` and `up` ask)
-
     result = subprocess.run(
         [caddy_binary(), "version"], capture_output=True, text=True, check=False, timeout=10
     )
@@ -247,6 +246,3 @@ def _get(url: str) -> Any:
         raise NotReady(f"GET {url}: HTTP {error.code}") from None
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise NotReady(f"GET {url}: {error}") from None
-
-
-__all__ = ["ApiReplica", "LoadBalancer", "api_url", "caddyfile", "replica_classes"]

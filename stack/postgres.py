@@ -141,7 +141,7 @@ class Postgres(Service):
         write_private(pwfile, self.secrets.postgres_password + "\n")
         self._own(pwfile)
         command = [
-            *_as_system_user(),
+            *as_system_user(),
             str(self.bin_dir / "initdb"),
             f"--pgdata={self.data}",
             f"--username={SUPERUSER}",
@@ -167,7 +167,7 @@ class Postgres(Service):
         user = _system_user()
         os.chown(path, user.pw_uid, user.pw_gid)
         # Its parents must let the server's user through: root's folders often do not.
-        reach = subprocess.run([*_as_system_user(), "test", "-w", str(path)], check=False)
+        reach = subprocess.run([*as_system_user(), "test", "-w", str(path)], check=False)
         if reach.returncode != 0:
             raise StackError(
                 f"PostgreSQL runs as the {SYSTEM_USER} user (this is root), who cannot reach "
@@ -177,7 +177,7 @@ class Postgres(Service):
 
     def command(self) -> list[str]:
         return [
-            *_as_system_user(),
+            *as_system_user(),
             str(self.bin_dir / "postgres"),
             "-D",
             str(self.data),
@@ -268,17 +268,21 @@ def _system_user() -> pwd.struct_passwd:
         ) from None
 
 
-def _as_system_user() -> list[str]:
+def as_system_user(*, die_with_parent: bool = False) -> list[str]:
     """The prefix that runs a command as the server's user: nothing unless this is root.
-    setpriv execs (no child left between us and the server): the pid is the server's."""
+    setpriv execs (no child left between us and the server): the pid is the server's.
+    ``die_with_parent``: the server gets SIGQUIT when the process that started it dies
+    (a test's server; the stack's outlives `python -m stack up`)."""
     if os.geteuid() != 0:
         return []
     user = _system_user()
+    orphaned = ["--pdeathsig=QUIT"] if die_with_parent else []
     return [
         "setpriv",
         f"--reuid={user.pw_uid}",
         f"--regid={user.pw_gid}",
         "--init-groups",
         "--reset-env",
+        *orphaned,
         "--",
     ]

@@ -16,7 +16,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,10 +26,10 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-SUPERUSER = "postgres"
+from monitoring.baseline import free_port
+from stack.postgres import SUPERUSER, SYSTEM_USER, as_system_user
+
 ROLE = "fraud"
-# As root, the server runs as this system user (PostgreSQL refuses to run as root).
-SYSTEM_USER = "postgres"
 START_SECONDS = 30.0
 STOP_SECONDS = 30.0
 
@@ -38,13 +37,6 @@ STOP_SECONDS = 30.0
 # written); SIGQUIT its immediate one (no checkpoint: the next start recovers from the
 # WAL, as after a crash).
 _SIGNALS = {"fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PostgresServer:
@@ -211,17 +203,6 @@ def _own(path: Path) -> None:
 
 
 def _as_system_user() -> list[str]:
-    """As root, run as the postgres user (setpriv execs: the pid is the server's). The
-    server gets SIGQUIT if pytest dies without stopping it, so none is left behind."""
-    if os.geteuid() != 0:
-        return []
-    user = pwd.getpwnam(SYSTEM_USER)
-    return [
-        "setpriv",
-        f"--reuid={user.pw_uid}",
-        f"--regid={user.pw_gid}",
-        "--init-groups",
-        "--reset-env",
-        "--pdeathsig=QUIT",
-        "--",
-    ]
+    """As root, run as the postgres user, as the stack does; the server gets SIGQUIT if
+    pytest dies without stopping it, so none is left behind."""
+    return as_system_user(die_with_parent=True)

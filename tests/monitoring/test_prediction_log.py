@@ -13,10 +13,10 @@ import pytest
 
 from fraud_detection.io.prediction_log import Entry, SqliteStore
 from fraud_detection.schema import Feature, FeatureSchema
+from monitoring.baseline import free_port
 from monitoring.prediction_log import MonitorInputError, read_predictions
 from serving.prediction_log import PredictionLog
 from tests.monitoring.conftest import model_stamp as stamp
-from tests.postgres import free_port
 
 SCHEMA = FeatureSchema(
     source="csv",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
 
 from fraud_detection.schema import FeatureSchema, with_example
+from monitoring.baseline import free_port
 from serving.app import create_app
 from serving.settings import ENV_PREFIX, Settings
 from tests.model_helpers import fitted_pipeline, save_folder
@@ -122,13 +122,6 @@ def shared_client(
 
 
 # --- the real service ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Service:

@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -79,6 +79,17 @@ def served_by_both(url: str, row: dict[str, float], deadline: float = 20.0) -> s
     return seen
 
 
+def stack_command(env: dict[str, str], *args: str) -> Callable[[], None]:
+    """``python -m stack <args>`` as a load event: run later, in the load's thread; it
+    must succeed."""
+
+    def run() -> None:
+        done = run_stack(env, *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    return run
+
+
 def logged_ids(settings: StackSettings, prefix: str) -> list[str]:
     url = Postgres(settings, load_secrets(settings)).prediction_log_url()
     with psycopg.connect(url) as connection:
@@ -103,17 +114,16 @@ def test_a_replica_killed_mid_load_loses_no_answered_prediction(
     def kill() -> None:
         os.kill(victim.pid, signal.SIGKILL)
 
-    def restart() -> None:
-        restarted = run_stack(env, "up", "--only", "api-1")
-        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-
     load = run_load(
         f"{url}/predict",
         row,
         clients=CLIENTS,
         seconds=SECONDS,
         prefix="kill",
-        events=[(KILL_AT, "kill", kill), (RESTART_AT, "restart", restart)],
+        events=[
+            (KILL_AT, "kill", kill),
+            (RESTART_AT, "restart", stack_command(env, "up", "--only", "api-1")),
+        ],
     )
     assert start_time(victim.pid) is None, "the killed replica is still there"
     check_nothing_answered_was_lost(load, logged_ids(settings, "kill"), "kill test")
@@ -169,21 +179,16 @@ def test_postgresql_restarted_mid_load_delays_answers_and_loses_or_doubles_nothi
     url = api_url(settings)
     assert len(served_by_both(url, row)) == 2
 
-    def stop_postgres() -> None:
-        stopped = run_stack(env, "down", "--only", "postgres")
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-
-    def start_postgres() -> None:
-        started = run_stack(env, "up", "--only", "postgres")
-        assert started.returncode == 0, started.stdout + started.stderr
-
     load = run_load(
         f"{url}/predict",
         row,
         clients=CLIENTS,
         seconds=8.0,
         prefix="restart",
-        events=[(2.0, "stop", stop_postgres), (3.0, "start", start_postgres)],
+        events=[
+            (2.0, "stop", stack_command(env, "down", "--only", "postgres")),
+            (3.0, "start", stack_command(env, "up", "--only", "postgres")),
+        ],
     )
     logged = logged_ids(settings, "restart")
     check_nothing_answered_was_lost(load, logged, "postgres restart")

@@ -201,22 +201,61 @@ def _stamps(entries: Sequence[Entry]) -> list[tuple[str, str]]:
     return list({e.stamp.schema_fingerprint: e.stamp.schema_json for e in entries}.items())
 
 
-# ------------------------------------------------------------------------------ SQLite
+# ------------------------------------------------------------------------ the tables
 
-_SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id INTEGER PRIMARY KEY,
-    logged_at TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    row_index INTEGER NOT NULL,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    schema_fingerprint TEXT NOT NULL,
-    features TEXT NOT NULL,
-    probability REAL NOT NULL,
-    is_fraud INTEGER NOT NULL,
-    threshold REAL NOT NULL,
-    model_fingerprint TEXT NOT NULL DEFAULT ''
+# The predictions table, defined once: each column's kind, in the table's order
+# (model_fingerprint last: older SQLite files gained it by ALTER TABLE). Both stores'
+# DDL are made from it.
+_COLUMNS = (
+    ("logged_at", "time"),
+    ("request_id", "text"),
+    ("row_index", "integer"),
+    ("model_name", "text"),
+    ("model_version", "text"),
+    ("schema_fingerprint", "text"),
+    ("features", "text"),
+    ("probability", "real"),
+    ("is_fraud", "flag"),
+    ("threshold", "real"),
+    ("model_fingerprint", "text"),
+)
+_DEFAULTS = {"model_fingerprint": "''"}
+# Each kind in each store: times are ISO-8601 text in SQLite (it sorts as time).
+_TYPES = {
+    "sqlite": {
+        "id": "INTEGER PRIMARY KEY",
+        "time": "TEXT",
+        "text": "TEXT",
+        "integer": "INTEGER",
+        "real": "REAL",
+        "flag": "INTEGER",
+    },
+    "postgresql": {
+        "id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "time": "TIMESTAMPTZ",
+        "text": "TEXT",
+        "integer": "INTEGER",
+        "real": "DOUBLE PRECISION",
+        "flag": "SMALLINT",
+    },
+}
+_UNIQUE = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS predictions_once "
+    "ON predictions (request_id, row_index, logged_at)"
+)
+
+
+def _schema_sql(store: str) -> str:
+    """The tables and the time index, in ``store``'s types."""
+    types = _TYPES[store]
+    columns = [f"id {types['id']}"] + [
+        f"{name} {types[kind]} NOT NULL"
+        + (f" DEFAULT {_DEFAULTS[name]}" if name in _DEFAULTS else "")
+        for name, kind in _COLUMNS
+    ]
+    body = ",\n    ".join(columns)
+    return f"""CREATE TABLE IF NOT EXISTS predictions (
+    {body}
 );
 CREATE INDEX IF NOT EXISTS predictions_logged_at ON predictions (logged_at);
 CREATE TABLE IF NOT EXISTS schemas (
@@ -224,10 +263,13 @@ CREATE TABLE IF NOT EXISTS schemas (
     feature_schema TEXT NOT NULL
 );
 """
-_SQLITE_UNIQUE = """
-CREATE UNIQUE INDEX IF NOT EXISTS predictions_once
-ON predictions (request_id, row_index, logged_at)
-"""
+
+
+# ------------------------------------------------------------------------------ SQLite
+
+_SQLITE_SCHEMA = _schema_sql("sqlite")
+# Apart: made after an old file has gained the columns it lacks.
+_SQLITE_UNIQUE = _UNIQUE
 _SQLITE_INSERT = f"""
 INSERT OR IGNORE INTO predictions ({_WRITE_COLUMNS})
 SELECT ?, ?, CAST(key AS INTEGER), ?, ?, ?, ?, value -> 0, value ->> 1, value ->> 2, ?
@@ -334,29 +376,7 @@ def _sqlite_read_columns(connection: sqlite3.Connection) -> str:
 
 # -------------------------------------------------------------------------- PostgreSQL
 
-_POSTGRES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    logged_at TIMESTAMPTZ NOT NULL,
-    request_id TEXT NOT NULL,
-    row_index INTEGER NOT NULL,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    schema_fingerprint TEXT NOT NULL,
-    features TEXT NOT NULL,
-    probability DOUBLE PRECISION NOT NULL,
-    is_fraud SMALLINT NOT NULL,
-    threshold DOUBLE PRECISION NOT NULL,
-    model_fingerprint TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS predictions_logged_at ON predictions (logged_at);
-CREATE UNIQUE INDEX IF NOT EXISTS predictions_once
-    ON predictions (request_id, row_index, logged_at);
-CREATE TABLE IF NOT EXISTS schemas (
-    schema_fingerprint TEXT PRIMARY KEY,
-    feature_schema TEXT NOT NULL
-);
-"""
+_POSTGRES_SCHEMA = f"{_schema_sql('postgresql')}{_UNIQUE};\n"
 # Replicas that start together would race on CREATE TABLE IF NOT EXISTS, which is not
 # safe in PostgreSQL (a duplicate key on a system catalog): they take turns on this lock.
 _SCHEMA_LOCK = 0x66726175  # any constant; "frau"

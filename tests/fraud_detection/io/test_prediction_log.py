@@ -27,7 +27,8 @@ from fraud_detection.io.prediction_log import (
     open_store,
     redact,
 )
-from tests.postgres import PostgresServer, free_port
+from monitoring.baseline import free_port
+from tests.postgres import PostgresServer
 
 STAMP = ModelStamp(
     name="fraud-detector",
