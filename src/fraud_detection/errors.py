@@ -26,6 +26,10 @@ class TrackingError(RuntimeError):
     """The MLflow store cannot be used; the message says which URI and what to do."""
 
 
+class ClusterError(RuntimeError):
+    """The Dask cluster cannot be reached or cannot run the work; the message says why."""
+
+
 class ModelLoadError(RuntimeError):
     """A model folder or URI cannot be served; the message says what is wrong and the fix."""
 
@@ -37,5 +41,6 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     MissingInputError,
     CandidateError,
     TrackingError,
+    ClusterError,
     ModelLoadError,
 )

@@ -119,6 +119,22 @@ def _sorted_by(
     return order, keys
 
 
+def _window_sums(
+    values: NDArray[np.float64],
+) -> tuple[NDArray[np.float64] | NDArray[np.int64], float]:
+    """Prefix sums of ``values`` (in sort order) and the unit to divide their differences by.
+
+    Whole cents are summed as integers: a window's sum, a difference of two prefix sums,
+    is then exact whatever rows precede the window, so features computed on any partition
+    of the rows by key (the Dask path) equal these bit for bit. Other values are summed as
+    floats, whose differences carry the rounding of every earlier row.
+    """
+    cents = np.rint(values * 100)
+    if np.all(np.abs(values * 100 - cents) < 1e-6) and np.all(np.abs(cents) < 2**52):
+        return np.concatenate([[0], np.cumsum(cents.astype(np.int64))]), 100.0
+    return np.concatenate([[0.0], np.cumsum(values)]), 1.0
+
+
 def _customer_windows(
     customer: NDArray[np.int64],
     seconds: NDArray[np.int64],
@@ -127,12 +143,12 @@ def _customer_windows(
 ) -> dict[str, NDArray[np.float64]]:
     order, keys = _sorted_by(customer, seconds, max(windows) * SECONDS_PER_DAY)
     position = np.arange(len(order), dtype=np.int64)
-    cumulative = np.concatenate([[0.0], np.cumsum(amount[order])])
+    cumulative, unit = _window_sums(amount[order])
     out: dict[str, NDArray[np.float64]] = {}
     for days in windows:
         start = _window_starts(keys, keys, days * SECONDS_PER_DAY)
         count = (position - start + 1).astype(np.float64)
-        total = cumulative[position + 1] - cumulative[start]
+        total = (cumulative[position + 1] - cumulative[start]) / unit
         out[customer_count_name(days)] = _unsort(order, count)
         out[customer_mean_name(days)] = _unsort(order, total / count)
     return out
@@ -147,7 +163,7 @@ def _terminal_windows(
 ) -> dict[str, NDArray[np.float64]]:
     order, keys = _sorted_by(terminal, seconds, (delay_days + max(windows)) * SECONDS_PER_DAY)
     position = np.arange(len(order), dtype=np.int64)
-    cumulative = np.concatenate([[0.0], np.cumsum(fraud[order])])
+    cumulative, unit = _window_sums(fraud[order])
     known_until = keys - delay_days * SECONDS_PER_DAY
     # Labels are known up to ``t - delay``; never the current row's or a later row's.
     end = np.minimum(np.searchsorted(keys, known_until, side="right"), position)
@@ -155,7 +171,7 @@ def _terminal_windows(
     for days in windows:
         start = np.minimum(_window_starts(keys, known_until, days * SECONDS_PER_DAY), end)
         count = (end - start).astype(np.float64)
-        frauds = cumulative[end] - cumulative[start]
+        frauds = (cumulative[end] - cumulative[start]) / unit
         risk = np.divide(frauds, count, out=np.zeros_like(frauds), where=count > 0)
         out[terminal_count_name(days)] = _unsort(order, count)
         out[terminal_risk_name(days)] = _unsort(order, risk)
@@ -168,27 +184,64 @@ def _unsort(order: NDArray[np.int64], values: NDArray[np.float64]) -> NDArray[np
     return result
 
 
-def transaction_features(transactions: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
-    """The raw columns plus the engineered features, in the input's row order."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in transactions.columns]
-    if missing:
-        raise ValueError(f"transactions lack column(s) {missing}; expected {REQUIRED_COLUMNS}")
-    when = pd.DatetimeIndex(transactions[TIME_COLUMN])
-    seconds = when.as_unit("s").asi8.astype(np.int64)
-    customer = transactions["CUSTOMER_ID"].to_numpy(np.int64)
-    terminal = transactions["TERMINAL_ID"].to_numpy(np.int64)
-    amount = transactions["TX_AMOUNT"].to_numpy(np.float64)
-    fraud = transactions[TARGET].to_numpy(np.float64)
+def _seconds(transactions: pd.DataFrame) -> NDArray[np.int64]:
+    return pd.DatetimeIndex(transactions[TIME_COLUMN]).as_unit("s").asi8.astype(np.int64)
 
-    columns: dict[str, NDArray[np.float64]] = {
+
+def calendar_features(transactions: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+    """Weekend and night flags: each row's own, needing no other row."""
+    when = pd.DatetimeIndex(transactions[TIME_COLUMN])
+    columns = {
         "TX_DURING_WEEKEND": (when.weekday >= 5).astype(np.float64),
         "TX_DURING_NIGHT": (when.hour <= params.night_last_hour).astype(np.float64),
     }
-    columns |= _customer_windows(customer, seconds, amount, params.customer_windows_days)
-    columns |= _terminal_windows(
-        terminal, seconds, fraud, params.terminal_windows_days, params.label_delay_days
+    return pd.DataFrame(columns, index=transactions.index)
+
+
+def customer_features(transactions: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+    """Each card's counts and mean amounts over its windows.
+
+    Needs every payment of each card present in ``transactions`` (any set of whole cards
+    will do); payments at the same second count in the order of the rows.
+    """
+    columns = _customer_windows(
+        transactions["CUSTOMER_ID"].to_numpy(np.int64),
+        _seconds(transactions),
+        transactions["TX_AMOUNT"].to_numpy(np.float64),
+        params.customer_windows_days,
     )
-    engineered = pd.DataFrame(columns, index=transactions.index)
+    return pd.DataFrame(columns, index=transactions.index)
+
+
+def terminal_features(transactions: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+    """Each terminal's counts and fraud shares over its delayed windows (whole terminals)."""
+    columns = _terminal_windows(
+        transactions["TERMINAL_ID"].to_numpy(np.int64),
+        _seconds(transactions),
+        transactions[TARGET].to_numpy(np.float64),
+        params.terminal_windows_days,
+        params.label_delay_days,
+    )
+    return pd.DataFrame(columns, index=transactions.index)
+
+
+def check_columns(columns: pd.Index) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"transactions lack column(s) {missing}; expected {REQUIRED_COLUMNS}")
+
+
+def transaction_features(transactions: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+    """The raw columns plus the engineered features, in the input's row order."""
+    check_columns(transactions.columns)
+    engineered = pd.concat(
+        [
+            calendar_features(transactions, params),
+            customer_features(transactions, params),
+            terminal_features(transactions, params),
+        ],
+        axis=1,
+    )
     result = pd.concat([transactions, engineered], axis=1)
     result["TX_AMOUNT"] = result["TX_AMOUNT"].astype(np.float64)
     return result

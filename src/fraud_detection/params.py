@@ -369,10 +369,38 @@ class MonitorParams(Section):
     gate: DriftGate = DriftGate()
 
 
+# ------------------------------------------------------------------------- engine
+
+
+class DaskParams(Section):
+    """The LocalCluster started when DASK_SCHEDULER_ADDRESS is not set."""
+
+    workers: PositiveInt = 2
+    threads_per_worker: PositiveInt = 1
+    # Per worker. Dask spills to disk at 60% of it and restarts a worker that passes 95%.
+    memory_limit_gb: float = Field(3.0, gt=0)
+    # Days of transactions a generating task draws. Each task also draws the 26 days around
+    # its block that leaked cards reach into: more days a task, less drawn twice, more memory.
+    days_per_task: PositiveInt = 30
+    # Rows a partition of the features stage holds (day files are combined up to it):
+    # fewer, larger partitions make the shuffles by card and by terminal cheaper.
+    rows_per_partition: PositiveInt = 1_000_000
+    # Seconds to wait for the scheduler (and the LocalCluster's workers) before failing.
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+
+
+class EngineParams(Section):
+    """Where the data and features stages compute: in this process, or on a Dask cluster."""
+
+    kind: Literal["local", "dask"] = "local"
+    dask: DaskParams = DaskParams()
+
+
 # ------------------------------------------------------------------------ the file
 
 
 class Params(Section):
+    engine: EngineParams = EngineParams()
     data: DataParams = DataParams()
     features: FeatureParams = FeatureParams()
     split: SplitParams = SplitParams()

@@ -6,16 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fraud_detection.data.simulator import simulate
 from fraud_detection.features import (
     REQUIRED_COLUMNS,
     customer_count_name,
+    customer_features,
     customer_mean_name,
     feature_schema,
     terminal_count_name,
+    terminal_features,
     terminal_risk_name,
     transaction_features,
 )
-from fraud_detection.params import FeatureParams
+from fraud_detection.params import FeatureParams, SimulatorParams
 from tests.reference_features import rolling_features
 
 SHORT = FeatureParams(customer_windows_days=[1, 7], terminal_windows_days=[1, 7])
@@ -341,3 +344,39 @@ def test_long_windows_never_reach_into_another_card():
     assert result[customer_count_name(900)].tolist() == [1.0, 1.0, 1.0]
     assert result[customer_mean_name(900)].tolist() == [10.0, 20.0, 99.0]
     assert result[terminal_count_name(900)].tolist() == [0.0, 0.0, 0.0]
+
+
+# ------------------------------------------------------------ partition invariance
+
+
+def _simulated() -> pd.DataFrame:
+    return simulate(SimulatorParams(n_customers=300, n_terminals=600, n_days=40))
+
+
+def test_features_of_whole_cards_do_not_depend_on_the_other_cards() -> None:
+    # The Dask path computes each partition's cards alone; sums in integer cents make
+    # their windows equal, bit for bit, to the same rows of the whole table.
+    frame = _simulated()
+    whole = transaction_features(frame, SHORT)
+    some = frame[frame["CUSTOMER_ID"] % 7 == 3]
+    alone = customer_features(some, SHORT)
+    pd.testing.assert_frame_equal(alone, whole.loc[some.index, alone.columns], check_exact=True)
+
+
+def test_features_of_whole_terminals_do_not_depend_on_the_other_terminals() -> None:
+    frame = _simulated()
+    whole = transaction_features(frame, SHORT)
+    some = frame[frame["TERMINAL_ID"] % 5 == 1]
+    alone = terminal_features(some, SHORT)
+    pd.testing.assert_frame_equal(alone, whole.loc[some.index, alone.columns], check_exact=True)
+
+
+def test_amounts_finer_than_cents_are_summed_as_floats() -> None:
+    frame = table(
+        [
+            ("2018-04-02 10:00", 1, 1, 0.001, 0),
+            ("2018-04-02 11:00", 1, 1, 0.002, 0),
+        ]
+    )
+    means = customer_features(frame, SHORT)[customer_mean_name(1)].tolist()
+    assert means == pytest.approx([0.001, 0.0015])

@@ -195,7 +195,11 @@ def _leaked_cards(
 
 
 def _label(
-    tx: _Transactions, world: World, params: SimulatorParams, draw_days: range
+    tx: _Transactions,
+    world: World,
+    params: SimulatorParams,
+    terminal_draws: range,
+    card_draws: range,
 ) -> tuple[NDArray[np.int8], NDArray[np.int8], NDArray[np.float64]]:
     """Apply the fraud scenarios in order; later scenarios overwrite earlier labels."""
     scenarios = params.scenarios
@@ -204,45 +208,59 @@ def _label(
     if scenarios.large_amount.enabled:
         scenario[amount > scenarios.large_amount.threshold] = 1
     if scenarios.compromised_terminals.enabled:
-        scenario[_compromised_terminals(tx, params, world.n_terminals, draw_days)] = 2
+        scenario[_compromised_terminals(tx, params, world.n_terminals, terminal_draws)] = 2
     if scenarios.compromised_cards.enabled:
-        leaked = _leaked_cards(tx, params, world.n_customers, draw_days)
+        leaked = _leaked_cards(tx, params, world.n_customers, card_draws)
         np.multiply.at(amount, leaked, scenarios.compromised_cards.amount_multiplier)
         amount = np.round(amount, 2)
         scenario[leaked] = 3
     return (scenario > 0).astype(np.int8), scenario, amount
 
 
+def _draws_reaching(days: range, duration: int) -> range:
+    """The days whose draws (of ``duration`` days each) still act inside ``days``."""
+    return range(max(0, days.start - duration + 1), days.stop)
+
+
+def generated_days(params: SimulatorParams, days: range) -> range:
+    """The days whose payments :func:`simulate` draws to label ``days``.
+
+    A leaked card's share of fraud is drawn from all its payments over its leak period,
+    so the periods that overlap ``days`` are drawn whole: ``duration - 1`` days before and
+    after. Compromised terminals need only the day's draw of terminals, no payments.
+    """
+    reach = params.scenarios.compromised_cards.duration_days - 1
+    return range(max(0, days.start - reach), days.stop + reach)
+
+
 def simulate(
     params: SimulatorParams,
     days: range | None = None,
     progress: Progress | None = None,
+    world: World | None = None,
 ) -> pd.DataFrame:
     """Transactions for ``days`` (day indices from ``params.start_date``; default: all).
 
     A day's transactions and labels do not depend on the range asked for: fraud that
     started before ``days.start`` and still runs (a compromised terminal, a leaked card)
     carries over, and a card leaked near ``days.stop`` has its share of fraud drawn from
-    its whole leak period, as in a longer simulation.
+    its whole leak period, as in a longer simulation. ``world`` saves re-making the
+    customers and terminals when several ranges of one world are simulated.
     """
     days = days if days is not None else range(params.n_days)
-    world = make_world(params)
-    scenarios = params.scenarios
-    longest = max(
-        scenarios.compromised_terminals.duration_days, scenarios.compromised_cards.duration_days
-    )
-    # Draws from earlier days still act inside ``days``; leaked-card periods that start
-    # inside ``days`` run past its end. Generate both margins, then keep only ``days``.
-    first = max(0, days.start - longest)
-    draw_days = range(first, days.stop)
-    generated = range(first, days.stop + scenarios.compromised_cards.duration_days - 1)
+    world = world if world is not None else make_world(params)
+    generated = generated_days(params, days)
+    # Draws from earlier days still act inside ``days``: a terminal drawn up to its duration
+    # earlier is still compromised, a card leaked up to its duration earlier still spends.
+    terminal_draws = _draws_reaching(days, params.scenarios.compromised_terminals.duration_days)
+    card_draws = _draws_reaching(days, params.scenarios.compromised_cards.duration_days)
     parts = []
     for i, day in enumerate(generated, start=1):
         parts.append(_one_day(world, params.seed, day, _ordinal(params, day)))
         if progress is not None:
             progress(i, len(generated))
     tx = _concat(parts)
-    fraud, scenario, amount = _label(tx, world, params, draw_days)
+    fraud, scenario, amount = _label(tx, world, params, terminal_draws, card_draws)
 
     keep = (tx.day >= days.start) & (tx.day < days.stop)
     order = np.argsort(tx.seconds[keep], kind="stable")

@@ -41,6 +41,8 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
             raise RuntimeError(f"nothing was written for {target}")
         if target.is_dir():
             shutil.rmtree(target)
+        elif target.exists() and temporary.is_dir():  # a file becomes a folder of parts
+            target.unlink()
         temporary.replace(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
