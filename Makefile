@@ -37,7 +37,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 .PHONY: help install preflight train repro test test-fast lint format typecheck mlflow-ui bench dvc-deps \
-	push pull plots clean serve export-model docker-build docker-run test-image test-fresh bench-serving bench-replicas deploy-files \
+	push pull plots clean serve export-model docker-build docker-run test-image test-fresh bench-serving bench-replicas bench-dask deploy-files \
 	replay monitor monitor-ui bench-monitoring docs handbook notebook stack-up stack-down stack-status
 
 help: ## Show this help
@@ -156,6 +156,9 @@ bench-replicas: $(INSTALLED) ## Measure the log's stores and commit modes, Caddy
 	@command -v wrk >/dev/null || { echo "bench-replicas needs wrk, the HTTP load generator: \
 	apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)"; exit 1; }
 	python benchmarks/replicas.py
+
+bench-dask: $(INSTALLED) ## Time the data and features stages on Dask: full size beside local, then ~18 M payments
+	python benchmarks/dask_scale.py
 
 deploy-files: $(INSTALLED) ## Rewrite the files of compose.yaml made from the code (deploy/compose/Caddyfile)
 	python -m stack.deploy
