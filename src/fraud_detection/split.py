@@ -42,19 +42,44 @@ def _day(frame: pd.DataFrame, schema: FeatureSchema) -> pd.Series:
     return pd.to_datetime(frame[schema.time_column]).dt.normalize()
 
 
-def split_by_period(frame: pd.DataFrame, schema: FeatureSchema, params: SplitParams) -> Split:
-    day = _day(frame, schema)
+@dataclass(frozen=True)
+class Period:
+    """The protocol's days: training, then the delay, then test (first and last days)."""
+
+    train_first: pd.Timestamp
+    train_last: pd.Timestamp
+    test_first: pd.Timestamp
+    test_last: pd.Timestamp
+
+
+def period(params: SplitParams) -> Period:
     one_day = pd.Timedelta(days=1)
     train_first = pd.Timestamp(params.train_start)
     train_last = train_first + (params.train_days - 1) * one_day
     test_first = train_last + (params.delay_days + 1) * one_day
-    test_last = test_first + (params.test_days - 1) * one_day
-    if train_first < day.min() or test_last > day.max():
+    return Period(
+        train_first, train_last, test_first, test_first + (params.test_days - 1) * one_day
+    )
+
+
+def check_coverage(days: Period, first: pd.Timestamp, last: pd.Timestamp) -> None:
+    """The data's first and last days must hold the whole protocol."""
+    if days.train_first < first.normalize() or days.test_last > last.normalize():
         raise DataValidationError(
-            f"the split needs data from {train_first.date()} to {test_last.date()} but the "
-            f"data covers {day.min().date()} to {day.max().date()}; move split.train_start "
+            f"the split needs data from {days.train_first.date()} to {days.test_last.date()} "
+            f"but the data covers {first.date()} to {last.date()}; move split.train_start "
             "or lengthen the simulated period (data.simulator.start_date / n_days)"
         )
+
+
+def split_by_period(frame: pd.DataFrame, schema: FeatureSchema, params: SplitParams) -> Split:
+    """The training and test periods. Rows outside ``period(params)`` are never used, so
+    ``frame`` may hold only the protocol's days (the stage reads no more than those)."""
+    day = _day(frame, schema)
+    days = period(params)
+    check_coverage(days, day.min(), day.max())
+    train_first, train_last = days.train_first, days.train_last
+    test_first, test_last = days.test_first, days.test_last
     in_train = (day >= train_first) & (day <= train_last)
     in_test = (day >= test_first) & (day <= test_last)
     removed = 0

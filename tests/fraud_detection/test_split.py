@@ -13,7 +13,13 @@ from fraud_detection.data.csv_source import prepare_csv
 from fraud_detection.errors import DataValidationError
 from fraud_detection.params import CsvParams, SplitParams
 from fraud_detection.schema import Feature, FeatureSchema
-from fraud_detection.split import split_by_period, split_dataset, split_holdout
+from fraud_detection.split import (
+    check_coverage,
+    period,
+    split_by_period,
+    split_dataset,
+    split_holdout,
+)
 
 
 def days_of(frame: pd.DataFrame) -> set[dt.date]:
@@ -159,6 +165,27 @@ def test_period_outside_the_data(small_features, simulator_schema, train_start):
     assert "split.train_start" in message
     assert f"needs data from {train_start}" in message
     assert "the data covers 2018-04-01 to 2018-05-30" in message
+
+
+def test_only_the_protocol_s_days_are_needed(
+    period_split, small_features, simulator_schema, small_split_params
+):
+    # The split stage reads only period(params)'s days; the sets must come out the same.
+    days = period(small_split_params)
+    when = small_features["TX_DATETIME"]
+    inside = (when >= days.train_first) & (when < days.test_last + pd.Timedelta(days=1))
+    narrow = split_dataset(small_features[inside], simulator_schema, small_split_params)
+    pd.testing.assert_frame_equal(narrow.train, period_split.train)
+    pd.testing.assert_frame_equal(narrow.test, period_split.test)
+    assert narrow.summary == period_split.summary
+
+
+def test_coverage_is_checked_against_the_whole_data():
+    days = period(SplitParams(train_start=dt.date(2018, 5, 1)))
+    assert days.test_last == pd.Timestamp("2018-05-21")
+    check_coverage(days, pd.Timestamp("2018-04-01 00:10"), pd.Timestamp("2018-05-21 23:59"))
+    with pytest.raises(DataValidationError, match="covers 2018-04-01 to 2018-05-20"):
+        check_coverage(days, pd.Timestamp("2018-04-01"), pd.Timestamp("2018-05-20 23:00"))
 
 
 def test_a_set_without_fraud_is_rejected():

@@ -66,16 +66,31 @@ def write_text(text: str, target: Path | str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-def read_parquet(path: Path | str, *, made_by: str) -> pd.DataFrame:
+def read_parquet(
+    path: Path | str,
+    *,
+    made_by: str,
+    columns: list[str] | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+) -> pd.DataFrame:
+    """A stage's Parquet input (a file, or a folder of files read as one table, in order).
+
+    ``columns`` and ``filters`` (pyarrow's: ``[(column, op, value), ...]``, all must hold)
+    read less: row groups and files whose statistics rule them out are not read at all.
+    """
     path = Path(path)
     if not path.exists():
         raise MissingInputError(
             f"{path} does not exist; it is made by the '{made_by}' stage: run `dvc repro {made_by}`"
         )
-    return parquet_frame(path)
+    return parquet_frame(path, columns=columns, filters=filters)
 
 
-def parquet_frame(path: Path | str) -> pd.DataFrame:
+def parquet_frame(
+    path: Path | str,
+    columns: list[str] | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+) -> pd.DataFrame:
     """A Parquet file as pandas reads it, without Arrow's thread pools.
 
     `pd.read_parquet` reads on Arrow's CPU and I/O pools; a process that exits soon after
@@ -84,7 +99,9 @@ def parquet_frame(path: Path | str) -> pd.DataFrame:
     the monitor's runs on two busy cores; none in 200 runs read this way, at the same
     speed on 2 cores (0.18 s for 1.8 million rows of 19 columns either way).
     """
-    table = pq.read_table(path, use_threads=False, pre_buffer=False)
+    table = pq.read_table(
+        path, columns=columns, filters=filters, use_threads=False, pre_buffer=False
+    )
     frame: pd.DataFrame = table.to_pandas(use_threads=False)
     return frame
 
