@@ -44,12 +44,16 @@ class Load:
 Event = tuple[float, str, Callable[[], Any]]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Plan:
     url: str
     body: bytes
-    seconds: float
+    seconds: float  # the senders stop at this offset; events may push it later
     begun: float
+    after_events: float = 0.0
+    until: Callable[[Load], bool] | None = None
+    # With after_events, the senders go on past ``seconds`` while events are still running.
+    events_pending: bool = False
 
 
 def run_load(
@@ -61,10 +65,27 @@ def run_load(
     prefix: str = "load",
     events: Sequence[Event] = (),
     timeout: float = 30.0,
+    after_events: float = 0.0,
+    until: Callable[[Load], bool] | None = None,
 ) -> Load:
-    """``clients`` connections posting ``row`` to ``url`` for ``seconds``."""
+    """``clients`` connections posting ``row`` to ``url`` for ``seconds``.
+
+    With ``after_events``, the load goes on after the last event is done: for that long,
+    or, with ``until``, until ``until(load)`` holds (at most that long). A restart's
+    length depends on how busy the machine is; what follows it must still be seen.
+    """
     return asyncio.run(
-        _run(url, row, clients, seconds, prefix=prefix, events=events, timeout=timeout)
+        _run(
+            url,
+            row,
+            clients,
+            seconds,
+            prefix=prefix,
+            events=events,
+            timeout=timeout,
+            after_events=after_events,
+            until=until,
+        )
     )
 
 
@@ -77,13 +98,15 @@ async def _run(
     prefix: str,
     events: Sequence[Event],
     timeout: float,
+    after_events: float,
+    until: Callable[[Load], bool] | None,
 ) -> Load:
     load = Load()
-    plan = _Plan(url, json.dumps(row).encode(), seconds, time.perf_counter())
+    plan = _Plan(url, json.dumps(row).encode(), seconds, time.perf_counter(), after_events, until)
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         senders = [_send(client, plan, f"{prefix}-{number}", load) for number in range(clients)]
-        await asyncio.gather(*senders, _events(events, plan.begun, load))
+        await asyncio.gather(*senders, _events(events, plan, load))
     load.seconds = time.perf_counter() - plan.begun
     return load
 
@@ -91,7 +114,7 @@ async def _run(
 async def _send(client: httpx.AsyncClient, plan: _Plan, prefix: str, load: Load) -> None:
     headers = {"content-type": "application/json"}
     number = 0
-    while (sent := time.perf_counter() - plan.begun) < plan.seconds:
+    while (sent := time.perf_counter() - plan.begun) < plan.seconds or plan.events_pending:
         request_id = f"{prefix}-{number}"
         number += 1
         try:
@@ -106,10 +129,23 @@ async def _send(client: httpx.AsyncClient, plan: _Plan, prefix: str, load: Load)
         load.answers.append(Answer(request_id, status, served_by, sent, elapsed))
 
 
-async def _events(events: Sequence[Event], begun: float, load: Load) -> None:
+async def _events(events: Sequence[Event], plan: _Plan, load: Load) -> None:
+    begun, planned = plan.begun, plan.seconds
+    plan.events_pending = bool(events) and plan.after_events > 0
     for at, name, action in sorted(events, key=lambda event: event[0]):
         await asyncio.sleep(max(0.0, at - (time.perf_counter() - begun)))
         load.events[name] = time.perf_counter() - begun
         # In a thread: a restart waits for the replica's health, the load goes on.
         await asyncio.to_thread(action)
         load.events[f"{name} done"] = time.perf_counter() - begun
+    if not events:
+        return
+    deadline = time.perf_counter() - begun + plan.after_events
+    plan.seconds = max(plan.seconds, deadline)
+    plan.events_pending = False
+    if plan.until is None:
+        return
+    while time.perf_counter() - begun < deadline and not plan.until(load):
+        await asyncio.sleep(0.05)
+    # A moment more, then stop (but not before the planned length).
+    plan.seconds = max(planned, time.perf_counter() - begun + 0.5)

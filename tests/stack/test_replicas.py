@@ -28,6 +28,11 @@ pytestmark = pytest.mark.slow
 CLIENTS = 8
 SECONDS = 14.0
 KILL_AT, RESTART_AT = 3.0, 5.0
+# After the restart is done (about 5 s on an idle 2-core machine, 9 s on a busy one) the
+# load goes on until the restarted replica has answered, for at most this long.
+AFTER_RESTART = 15.0
+# A restart slower than this fails the test: the replica did not come back.
+RESTART_DEADLINE = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +124,11 @@ def test_a_replica_killed_mid_load_loses_no_answered_prediction(
         row,
         clients=CLIENTS,
         seconds=SECONDS,
+        after_events=AFTER_RESTART,
+        until=lambda load: any(
+            a.served_by == victim_address and a.sent > load.events["restart done"]
+            for a in load.answers[-200:]
+        ),
         prefix="kill",
         events=[
             (KILL_AT, "kill", kill),
@@ -157,9 +167,13 @@ def check_traffic_was_routed_around(load: Load, victim: str) -> None:
         round(a.sent - killed, 3) for a in failures
     ]
     assert {a.status for a in failures} <= {502}, {a.status for a in failures}
-    assert back < SECONDS - 1.5, f"the replica took {back - killed:.1f} s to come back"
+    restart = back - load.events["restart"]
+    assert restart < RESTART_DEADLINE, f"the replica took {restart:.1f} s to come back"
     returned = [a.sent for a in load.ok() if a.served_by == victim and a.sent > back]
-    assert returned, "the restarted replica got no traffic"
+    assert returned, (
+        f"the restarted replica got no traffic: events {load.events}, answers after it was "
+        f"up by replica: {Counter(a.served_by for a in load.answers if a.sent > back)}"
+    )
     last_failure = max((a.sent + a.seconds for a in failures), default=killed) - killed
     print(
         f"kill test: last failed answer {last_failure * 1000:.0f} ms after the kill; the "

@@ -377,6 +377,11 @@ def _sqlite_read_columns(connection: sqlite3.Connection) -> str:
 # -------------------------------------------------------------------------- PostgreSQL
 
 _POSTGRES_SCHEMA = f"{_schema_sql('postgresql')}{_UNIQUE};\n"
+# What _POSTGRES_SCHEMA makes, looked up without taking a lock on the tables.
+_POSTGRES_PRESENT = (
+    "SELECT to_regclass('predictions'), to_regclass('predictions_logged_at'), "
+    "to_regclass('schemas'), to_regclass('predictions_once')"
+)
 # Replicas that start together would race on CREATE TABLE IF NOT EXISTS, which is not
 # safe in PostgreSQL (a duplicate key on a system catalog): they take turns on this lock.
 _SCHEMA_LOCK = 0x66726175  # any constant; "frau"
@@ -420,7 +425,12 @@ class PostgresStore:
         try:
             with connection.transaction():
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                connection.execute(_POSTGRES_SCHEMA)
+                # CREATE INDEX IF NOT EXISTS locks the table against writes before it
+                # looks for the index: on a live log, every replica's inserts would queue
+                # behind a replica that starts. The DDL runs only where something is missing.
+                present = connection.execute(_POSTGRES_PRESENT).fetchone()
+                if not all(present):
+                    connection.execute(_POSTGRES_SCHEMA)
         except _psycopg().Error as error:
             raise self._error(error) from None
         finally:
