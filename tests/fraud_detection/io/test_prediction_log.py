@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -354,6 +355,22 @@ def test_postgresql_without_the_table_is_not_found(postgres_url):
         PostgresStore(postgres_url).read(None, None)
     assert "secret" not in str(caught.value)
     assert redact(postgres_url) in str(caught.value)
+
+
+def test_postgresql_a_replica_starting_does_not_wait_for_writes_in_flight(
+    postgres_store, postgres_url
+):
+    """A replica that starts runs create_schema against a live log: it must not queue
+    behind (nor block) the other replicas' inserts. CREATE INDEX IF NOT EXISTS on the
+    existing table would wait here for the open insert, until the statement timeout."""
+    with psycopg.connect(postgres_url) as writer:
+        writer.execute("SELECT 1")  # a transaction the insert stays open in
+        postgres_store.write(writer, three_requests()[:1])  # not yet committed
+        started = time.perf_counter()
+        postgres_store.create_schema()
+        assert time.perf_counter() - started < 2.0
+        writer.commit()
+    assert len(postgres_store.read(None, None)) == len(three_requests()[0].rows)
 
 
 def test_postgresql_create_schema_from_eight_threads_at_once(postgres_url):
