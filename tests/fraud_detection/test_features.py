@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -349,25 +351,28 @@ def test_long_windows_never_reach_into_another_card():
 # ------------------------------------------------------------ partition invariance
 
 
-def _simulated() -> pd.DataFrame:
+@pytest.fixture(scope="module")
+def simulated() -> pd.DataFrame:
     return simulate(SimulatorParams(n_customers=300, n_terminals=600, n_days=40))
 
 
-def test_features_of_whole_cards_do_not_depend_on_the_other_cards() -> None:
-    # The Dask path computes each partition's cards alone; sums in integer cents make
-    # their windows equal, bit for bit, to the same rows of the whole table.
-    frame = _simulated()
-    whole = transaction_features(frame, SHORT)
-    some = frame[frame["CUSTOMER_ID"] % 7 == 3]
-    alone = customer_features(some, SHORT)
-    pd.testing.assert_frame_equal(alone, whole.loc[some.index, alone.columns], check_exact=True)
-
-
-def test_features_of_whole_terminals_do_not_depend_on_the_other_terminals() -> None:
-    frame = _simulated()
-    whole = transaction_features(frame, SHORT)
-    some = frame[frame["TERMINAL_ID"] % 5 == 1]
-    alone = terminal_features(some, SHORT)
+@pytest.mark.parametrize(
+    ("key", "kernel", "modulus", "remainder"),
+    [("CUSTOMER_ID", customer_features, 7, 3), ("TERMINAL_ID", terminal_features, 5, 1)],
+    ids=["cards", "terminals"],
+)
+def test_features_of_whole_keys_do_not_depend_on_the_other_keys(
+    simulated: pd.DataFrame,
+    key: str,
+    kernel: Callable[[pd.DataFrame, FeatureParams], pd.DataFrame],
+    modulus: int,
+    remainder: int,
+) -> None:
+    # The Dask path computes each partition's cards (or terminals) alone; sums in integer
+    # cents make their windows equal, bit for bit, to the same rows of the whole table.
+    whole = transaction_features(simulated, SHORT)
+    some = simulated[simulated[key] % modulus == remainder]
+    alone = kernel(some, SHORT)
     pd.testing.assert_frame_equal(alone, whole.loc[some.index, alone.columns], check_exact=True)
 
 

@@ -13,6 +13,7 @@ import json
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from fraud_detection.data.simulator import simulate
@@ -46,8 +47,6 @@ def dask_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 
 def _params(project: Project) -> dict[str, object]:
-    import yaml  # noqa: PLC0415
-
     loaded: dict[str, object] = yaml.safe_load(project.path("params.yaml").read_text())
     return loaded
 
