@@ -20,7 +20,7 @@ def logger(stage: str) -> logging.Logger:
         force=True,
     )
     # Quieten libraries that log their own progress at INFO.
-    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib"):
+    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "lightgbm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # MLflow warns when the environment has no pip (uv venvs don't); requirements are explicit.
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)

@@ -37,7 +37,7 @@ from fraud_detection.io.files import (
 )
 from fraud_detection.io.provenance import files_fingerprint
 from fraud_detection.modeling import Selection, refit_for_serving
-from fraud_detection.params import EvaluateParams
+from fraud_detection.params import DaskParams, EvaluateParams
 from fraud_detection.registry import FINGERPRINT_KEY, model_fingerprint, scores_fingerprint
 from fraud_detection.schema import FeatureSchema, check_frame
 from fraud_detection.workspace import (
@@ -73,25 +73,79 @@ class Evaluation:
     segments: pd.DataFrame | None
 
 
-def evaluate(
-    selection: Selection,
-    schema: FeatureSchema,
-    *,
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    out_of_fold: pd.DataFrame,
-    params: EvaluateParams,
-    log: logging.Logger,
-) -> Evaluation:
+@dataclass(frozen=True)
+class Refit:
+    """The winner refitted on the whole training set and its raw test-period scores."""
+
+    model: Pipeline
+    raw_proba: np.ndarray
+    example: pd.DataFrame  # a few training rows: the MLflow signature's input example
+
+
+def refit_local(
+    selection: Selection, schema: FeatureSchema, test: pd.DataFrame, log: logging.Logger
+) -> Refit:
+    train = read_parquet(TRAIN_SET, made_by="split")
     started = time.perf_counter()
-    pipeline = selection.unfitted_pipeline(schema)
-    raw_model = refit_for_serving(pipeline, train[schema.names], train[schema.target])
+    model = refit_for_serving(
+        selection.unfitted_pipeline(schema), train[schema.names], train[schema.target]
+    )
     log.info(
         "refit %s on %s rows in %.1f s",
         selection.label,
         f"{len(train):,}",
         time.perf_counter() - started,
     )
+    raw_proba = model.predict_proba(test[schema.names])[:, 1]
+    return Refit(model, raw_proba, train[schema.names].head(5))
+
+
+def refit_on_dask(
+    selection: Selection, schema: FeatureSchema, dask: DaskParams, log: logging.Logger
+) -> Refit:
+    """The refit across the Dask workers, the test period scored per partition."""
+    # Imported here: the local engine does not load Dask.
+    from fraud_detection.cluster.training import score_frame  # noqa: PLC0415
+    from fraud_detection.io.dask_cluster import dask_client  # noqa: PLC0415
+    from pipelines._dask import rows_on_dask, training_fitter  # noqa: PLC0415
+
+    y = read_parquet(TRAIN_SET, made_by="split", columns=[schema.target])[schema.target]
+    test_rows = len(read_parquet(TEST_SET, made_by="split", columns=[schema.target]))
+    with dask_client(dask, log) as client:
+        fitter = training_fitter(
+            client,
+            y.to_numpy(dtype=np.int64),
+            schema,
+            selection.recipe(),
+            dask,
+            positive_share=selection.positive_share,
+            log=log,
+        )
+        started = time.perf_counter()
+        model = fitter.fit(selection.candidate)
+        log.info(
+            "refit %s on %s rows across the workers in %.1f s",
+            selection.label,
+            f"{len(y):,}",
+            time.perf_counter() - started,
+        )
+        test = rows_on_dask(client, TEST_SET, schema, dask, rows=test_rows, log=log)
+        raw_proba = score_frame(test, model, schema.names)
+        example = fitter.frame[schema.names].head(5)
+    return Refit(model, raw_proba, example)
+
+
+def evaluate(
+    selection: Selection,
+    schema: FeatureSchema,
+    *,
+    refit: Refit,
+    test: pd.DataFrame,
+    out_of_fold: pd.DataFrame,
+    params: EvaluateParams,
+    log: logging.Logger,
+) -> Evaluation:
+    raw_model, raw_proba = refit.model, refit.raw_proba
     # The map from scores to probabilities, learned on the winner's out-of-fold scores:
     # predictions on rows its fold models did not train on, as the test rows will be.
     method = selection.calibration_method
@@ -114,7 +168,6 @@ def evaluate(
         choice.f1,
     )
 
-    raw_proba = raw_model.predict_proba(test[schema.names])[:, 1]
     # The shipped model's own predict_proba is this map of the same raw scores.
     proba = calibrator.predict(raw_proba)
     test_y = test[schema.target].to_numpy()
@@ -278,21 +331,31 @@ def record_in_mlflow(
 
 
 def main(log: logging.Logger) -> str:
-    params = load_params(PARAMS).evaluate
+    all_params = load_params(PARAMS)
+    params = all_params.evaluate
     selection = Selection.model_validate(read_json(SELECTION, made_by="train"))
     schema = FeatureSchema.model_validate(read_json(SCHEMA, made_by="features"))
-    train = read_parquet(TRAIN_SET, made_by="split")
     test = read_parquet(TEST_SET, made_by="split")
     check_frame(test, schema, with_target=True)
     out_of_fold = read_parquet(OUT_OF_FOLD, made_by="train")
     # Before the work: a store without the train stage's run fails fast.
     pipeline_run = tracking.find_pipeline_run(selection.experiment_name, selection.fingerprint)
 
+    if all_params.engine.kind == "dask":
+        refit = refit_on_dask(selection, schema, all_params.engine.dask, log)
+    else:
+        refit = refit_local(selection, schema, test, log)
     result = evaluate(
-        selection, schema, train=train, test=test, out_of_fold=out_of_fold, params=params, log=log
+        selection,
+        schema,
+        refit=refit,
+        test=test,
+        out_of_fold=out_of_fold,
+        params=params,
+        log=log,
     )
     write_reports(result)
-    example = train[schema.names].head(5)
+    example = refit.example
     named = identity(result, selection, params)
     with atomic_path(MODEL_DIR) as folder:
         tracking.save_model(

@@ -10,9 +10,11 @@ import logging
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from fraud_detection import plots
 from fraud_detection.calibration import check_folds
+from fraud_detection.errors import DataValidationError, SchemaMismatchError
 from fraud_detection.io import tracking
 from fraud_detection.io.files import (
     load_params,
@@ -25,7 +27,7 @@ from fraud_detection.io.files import (
 from fraud_detection.io.provenance import files_fingerprint, git_commit, params_fingerprint
 from fraud_detection.modeling import Candidate, Selection, build_pipeline, candidates
 from fraud_detection.params import Params, TrainParams
-from fraud_detection.schema import FeatureSchema, check_frame
+from fraud_detection.schema import FeatureSchema, check_frame, target_problems
 from fraud_detection.selection import Decision, choose
 from fraud_detection.validation import (
     CandidateResult,
@@ -65,6 +67,47 @@ def load_training_set(schema: FeatureSchema) -> pd.DataFrame:
         # Time-ordered folds assume rows in time order.
         train = train.sort_values(schema.time_column, kind="stable").reset_index(drop=True)
     return train
+
+
+def load_labels(schema: FeatureSchema) -> NDArray[np.int64]:
+    """The training set's target alone, in the file's order (the Dask engine's rows)."""
+    time = [schema.time_column] if schema.time_column else []
+    labels = read_parquet(TRAIN_SET, made_by="split", columns=[schema.target, *time])
+    problems = target_problems(labels[schema.target], schema)
+    if problems:
+        raise SchemaMismatchError("; ".join(problems))
+    if time and not labels[time[0]].is_monotonic_increasing:
+        # The local engine sorts; the Dask engine's row numbers are the file's order.
+        raise DataValidationError(
+            f"{TRAIN_SET} is not in time order ({time[0]}); rerun the split stage "
+            "(`dvc repro split`), which writes it in time order"
+        )
+    return labels[schema.target].to_numpy(dtype=np.int64)
+
+
+def cross_validate_on_dask(
+    to_try: list[Candidate],
+    y: NDArray[np.int64],
+    folds: list[Fold],
+    *,
+    all_params: Params,
+    schema: FeatureSchema,
+    log: logging.Logger,
+) -> list[CandidateResult]:
+    """The candidates' folds fitted across the Dask cluster's workers."""
+    # Imported here: the local engine does not load Dask.
+    from fraud_detection.cluster import training  # noqa: PLC0415
+    from fraud_detection.io.dask_cluster import dask_client  # noqa: PLC0415
+    from pipelines._dask import training_fitter  # noqa: PLC0415
+
+    params, dask = all_params.train, all_params.engine.dask
+    with dask_client(dask, log) as client:
+        fitter = training_fitter(
+            client, y, schema, params, dask, positive_share=float(y.mean()), log=log
+        )
+        return training.cross_validate_on_dask(
+            to_try, fitter, folds, threshold=params.cv_threshold, on_fit=report_fit(log)
+        )
 
 
 def report_fit(log: logging.Logger) -> OnFit:
@@ -152,7 +195,9 @@ def write_outputs(
     decision: Decision,
     y: np.ndarray,
     selection: Selection,
+    *,
     scheme: str,
+    left_out: dict[str, str],
 ) -> str:
     """Every output file; returns the leaderboard as Markdown."""
     best = decision.winner
@@ -165,7 +210,7 @@ def write_outputs(
         tied=decision.tied,
         winner=best.candidate.family,
     )
-    markdown = leaderboard_markdown(board, decision.reason)
+    markdown = leaderboard_markdown(board, decision.reason, left_out)
     write_parquet(oof, OUT_OF_FOLD)
     write_text(board.to_csv(index=False), LEADERBOARD_CSV)
     write_text(markdown, LEADERBOARD_MD)
@@ -176,7 +221,7 @@ def write_outputs(
     calibrated = {k: round(v, 6) for k, v in decision.calibrated[best.candidate.family].items()}
     write_json(
         {"winner": best.candidate.label, "folds": n_folds, "scheme": scheme}
-        | {"decision": decision.reason, "tied": decision.tied}
+        | {"decision": decision.reason, "tied": decision.tied, "left_out": sorted(left_out)}
         | summary
         | calibrated,
         CV_SUMMARY,
@@ -189,10 +234,18 @@ def main(log: logging.Logger) -> str:
     all_params = load_params(PARAMS)
     params = all_params.train
     schema = FeatureSchema.model_validate(read_json(SCHEMA, made_by="features"))
-    train = load_training_set(schema)
-    X, y = train[schema.names], train[schema.target].to_numpy(dtype=np.int64)
-    positive_share = float(y.mean())
+    on_dask = all_params.engine.kind == "dask"
     to_try = candidates(params)
+    left_out: dict[str, str] = {}
+    if on_dask:
+        from fraud_detection.cluster.training import split_candidates  # noqa: PLC0415
+
+        to_try, left_out = split_candidates(to_try)
+        for family, reason in left_out.items():
+            log.info("left out on Dask: %s: %s", family, reason)
+    train = None if on_dask else load_training_set(schema)
+    y = load_labels(schema) if train is None else train[schema.target].to_numpy(dtype=np.int64)
+    positive_share = float(y.mean())
     uses_smote = any(c.strategy == "smote" for c in to_try)
     has_time = schema.time_column is not None
     folds = make_folds(
@@ -219,16 +272,21 @@ def main(log: logging.Logger) -> str:
         schema.class_names.positive,
     )
     try:
-        results = cross_validate(
-            to_try,
-            lambda c: build_pipeline(c, params, schema, positive_share=positive_share),
-            X,
-            y,
-            folds,
-            threshold=params.cv_threshold,
-            n_jobs=params.n_jobs,
-            on_fit=report_fit(log),
-        )
+        if train is None:
+            results = cross_validate_on_dask(
+                to_try, y, folds, all_params=all_params, schema=schema, log=log
+            )
+        else:
+            results = cross_validate(
+                to_try,
+                lambda c: build_pipeline(c, params, schema, positive_share=positive_share),
+                train[schema.names],
+                y,
+                folds,
+                threshold=params.cv_threshold,
+                n_jobs=params.n_jobs,
+                on_fit=report_fit(log),
+            )
         decision = choose(results, y, params.selection, params.calibration)
         best = decision.winner
         log_family_runs(
@@ -249,7 +307,7 @@ def main(log: logging.Logger) -> str:
             tied=decision.tied,
             calibration_method=decision.methods[best.candidate.family],  # type: ignore[arg-type]
         )
-        markdown = write_outputs(results, decision, y, selection, scheme)
+        markdown = write_outputs(results, decision, y, selection, scheme=scheme, left_out=left_out)
         summary = best.summary() | decision.calibrated[best.candidate.family]
         tracking.log_batch(
             parent_id,
@@ -258,6 +316,7 @@ def main(log: logging.Logger) -> str:
             tags={
                 "winner": best.candidate.label,
                 "cv_scheme": scheme,
+                "engine": all_params.engine.kind,
                 "decision": decision.reason,
                 tracking.SELECTION_TAG: selection.fingerprint,
             },

@@ -300,11 +300,16 @@ class Selection(BaseModel):
     def candidate(self) -> Candidate:
         return Candidate(self.model, self.kind, self.strategy, dict(self.settings))
 
-    def unfitted_pipeline(self, schema: FeatureSchema) -> ImbPipeline:
-        recipe = TrainParams(
+    def recipe(self) -> TrainParams:
+        """The train settings that rebuild the winner (its model alone)."""
+        return TrainParams(
             models={self.model: self.model_spec},
             seed=self.seed,
             undersample=self.undersample,
             smote=self.smote,
         )
-        return build_pipeline(self.candidate, recipe, schema, positive_share=self.positive_share)
+
+    def unfitted_pipeline(self, schema: FeatureSchema) -> ImbPipeline:
+        return build_pipeline(
+            self.candidate, self.recipe(), schema, positive_share=self.positive_share
+        )

@@ -53,29 +53,41 @@ class ReferenceInfo(BaseModel):
 def held_out_scores(
     pipeline: Any, frame: pd.DataFrame, schema: FeatureSchema, *, seed: int, n_jobs: int = -1
 ) -> NDArray[np.float64]:
-    """Each row's positive-class probability from ``pipeline`` fitted without its fold.
-
-    Time-stamped data is split by calendar day (one day per fold, up to ``MAX_FOLDS``
-    folds), or into blocks of consecutive time when it spans less than two days or its
-    time is a number; data without time by stratified folds.
-    """
+    """Each row's positive-class probability from ``pipeline`` fitted without its fold
+    (the folds of :func:`held_out_folds`)."""
     features, target = frame[schema.names], frame[schema.target].to_numpy()
-    groups = _time_blocks(frame[schema.time_column]) if schema.time_column else None
-    if groups is not None:
-        folds: Any = GroupKFold(n_splits=min(MAX_FOLDS, len(np.unique(groups))))
-    else:
-        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    times = frame[schema.time_column] if schema.time_column else None
     probabilities = cross_val_predict(
         pipeline,
         features,
         target,
-        cv=folds,
-        groups=groups,
+        cv=held_out_folds(target, times, seed=seed),
         method="predict_proba",
         n_jobs=n_jobs,
     )
     scores: NDArray[np.float64] = np.asarray(probabilities[:, 1], dtype=np.float64)
     return scores
+
+
+def held_out_folds(
+    target: NDArray[np.int_], times: pd.Series | None, *, seed: int
+) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """(training rows, held-out rows) pairs that score every row once.
+
+    Time-stamped data is split by calendar day (one day per fold, up to ``MAX_FOLDS``
+    folds), or into blocks of consecutive time when it spans less than two days or its
+    time is a number; data without time by stratified folds.
+    """
+    placeholder = np.zeros(len(target))
+    if times is not None:
+        groups = _time_blocks(times)
+        splitter = GroupKFold(n_splits=min(MAX_FOLDS, len(np.unique(groups))))
+        splits = splitter.split(placeholder, target, groups)
+    else:
+        splits = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed).split(
+            placeholder, target
+        )
+    return [(train.astype(np.int64), held.astype(np.int64)) for train, held in splits]
 
 
 def _time_blocks(times: pd.Series) -> NDArray[np.int64]:

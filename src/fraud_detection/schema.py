@@ -108,12 +108,18 @@ def check_frame(frame: pd.DataFrame, schema: FeatureSchema, *, with_target: bool
         if name in frame.columns and not pd.api.types.is_numeric_dtype(frame[name]):
             problems.append(f"column '{name}' should be numeric, found dtype {frame[name].dtype}")
     if with_target and schema.target in frame.columns:
-        values = set(pd.unique(frame[schema.target]).tolist())
-        if not values <= {0, 1}:
-            shown = sorted(map(str, values))[:5]
-            problems.append(f"target '{schema.target}' must be 0/1 after ingestion, found {shown}")
+        problems += target_problems(frame[schema.target], schema)
     if problems:
         raise SchemaMismatchError("; ".join(problems))
+
+
+def target_problems(target: pd.Series, schema: FeatureSchema) -> list[str]:
+    """What is wrong with a target column ([] when it is all 0 and 1)."""
+    values = set(pd.unique(target).tolist())
+    if values <= {0, 1}:
+        return []
+    shown = sorted(map(str, values))[:5]
+    return [f"target '{schema.target}' must be 0/1 after ingestion, found {shown}"]
 
 
 def example_row(frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, float | str]:

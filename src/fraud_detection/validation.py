@@ -285,8 +285,11 @@ LEADERBOARD_COLUMNS = {
 _DIGITS = {"fit_seconds": 1, "brier": 4, "calibrated_brier": 4, "calibrated_ece": 4}
 
 
-def leaderboard_markdown(table: pd.DataFrame, decision: str | None = None) -> str:
-    """The leaderboard as a Markdown table of mean ± std per metric, with the decision."""
+def leaderboard_markdown(
+    table: pd.DataFrame, decision: str | None = None, left_out: dict[str, str] | None = None
+) -> str:
+    """The leaderboard as a Markdown table of mean ± std per metric, with the decision and
+    the model/strategy rows the engine could not train (``left_out``: family -> why)."""
     first = ["rank", "model", "strategy", "settings"]
     shown = table[first + [c for c in ("selection", "calibration") if c in table]].copy()
     for metric, title in LEADERBOARD_COLUMNS.items():
@@ -308,4 +311,9 @@ def leaderboard_markdown(table: pd.DataFrame, decision: str | None = None) -> st
     )
     if decision is not None:
         header += f"**Selection** (`train.selection`): {decision}.\n\n"
-    return header + shown.to_markdown(index=False) + "\n"
+    footer = ""
+    if left_out:
+        footer = "\n**Left out on the Dask engine** (`engine.kind: dask`):\n\n" + "".join(
+            f"- {family}: {reason}\n" for family, reason in sorted(left_out.items())
+        )
+    return header + shown.to_markdown(index=False) + "\n" + footer

@@ -14,12 +14,18 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
+from lightgbm import LGBMClassifier
 from mlflow import MlflowClient
+from sklearn.pipeline import Pipeline
+from xgboost import XGBClassifier
 
+from fraud_detection.calibration import without_calibration
 from fraud_detection.data.simulator import simulate
 from fraud_detection.features import transaction_features
 from fraud_detection.io.files import parquet_frame
-from fraud_detection.params import FeatureParams, SimulatorParams
+from fraud_detection.io.model_package import load_model_package
+from fraud_detection.params import FeatureParams, SimulatorParams, TrainParams
+from fraud_detection.validation import make_folds
 from tests.pipelines.project import TINY_OVERRIDES, Project, make_project, merged, repo_params
 
 pytestmark = pytest.mark.slow
@@ -32,6 +38,21 @@ DASK_OVERRIDES = {
     "train": {
         **TINY_OVERRIDES["train"],
         "experiment_name": "tiny-dask",
+        "models": {
+            "dummy": {"kind": "dummy", "strategies": ["none"]},
+            "forest": TINY_OVERRIDES["train"]["models"]["forest"],
+            "net": TINY_OVERRIDES["train"]["models"]["net"],
+            "boost": {
+                "kind": "xgboost",
+                "params": {"n_estimators": 30, "max_depth": 3},
+                "strategies": ["none", "class_weight", "undersample"],
+            },
+            "gbm": {
+                "kind": "lightgbm",
+                "params": {"n_estimators": 30, "num_leaves": 7},
+                "strategies": ["class_weight", "undersample", "smote"],
+            },
+        },
     },
     "evaluate": {**TINY_OVERRIDES["evaluate"], "registered_model_name": "tiny-dask-detector"},
 }
@@ -84,18 +105,77 @@ def test_the_stages_say_where_they_ran(dask_project: Project) -> None:
     assert "Dask dashboard: http://127.0.0.1:" in shown
 
 
-def test_leaderboard_metrics_and_champion_as_with_the_local_engine(dask_project: Project) -> None:
+# What the Dask engine trains, and what it leaves out (and says so on the leaderboard).
+TRAINED = {"boost/none", "boost/class_weight", "boost/undersample", "gbm/class_weight"}
+TRAINED |= {"gbm/undersample"}
+LEFT_OUT = {"dummy/none", "forest/undersample", "net/undersample", "gbm/smote"}
+
+
+def test_the_leaderboard_holds_the_boosted_models_and_names_what_was_left_out(
+    dask_project: Project,
+) -> None:
     board = pd.read_csv(dask_project.path("reports/train/leaderboard.csv"))
-    assert len(board) == len(TINY_OVERRIDES["train"]["models"]) + 1  # logreg: 2 strategies
-    assert board.iloc[-1]["model"] == "dummy"
+    assert set(board["model"] + "/" + board["strategy"]) == TRAINED
+    assert (board["fit_seconds_mean"] > 0).all()
+    markdown = dask_project.path("reports/train/leaderboard.md").read_text()
+    left_out = markdown.split("**Left out on the Dask engine**", 1)[1]
+    for family in LEFT_OUT:
+        assert f"- {family}: " in left_out
+    assert "SMOTE needs each positive row's nearest neighbours" in left_out
+    summary = json.loads(dask_project.path("reports/train/cv_summary.json").read_text())
+    assert sorted(summary["left_out"]) == sorted(LEFT_OUT)
+    assert summary["scheme"] == "time"
+    shown = dask_project.run("dvc", "repro", "--force", "--single-item", "train").stdout
+    assert "Dask LocalCluster: 2 worker(s)" in shown
+    assert "in 2 partition(s) on the workers" in shown
+
+
+def test_the_folds_are_the_local_engine_s(dask_project: Project) -> None:
+    """The same time-ordered validation rows, fold by fold, as the local engine makes."""
+    folds = pd.read_csv(dask_project.path("reports/train/cv_folds.csv"))
+    out_of_fold = parquet_frame(dask_project.path("models/out_of_fold.parquet"))
+    train = parquet_frame(dask_project.path("data/split/train.parquet"))
+    params = TrainParams.model_validate(_params(dask_project)["train"])
+    y = train["TX_FRAUD"].to_numpy()
+    expected = make_folds(y, params.cv, has_time=True, seed=params.seed)
+    assert sorted(folds["fold"].unique()) == list(range(len(expected)))
+    for number, (_, validation) in enumerate(expected):
+        rows = out_of_fold.loc[out_of_fold["fold"] == number, "row"].to_numpy()
+        assert (rows == validation).all()
+    assert (out_of_fold["y"].to_numpy() == y[out_of_fold["row"]]).all()
+
+
+def test_metrics_and_champion_as_with_the_local_engine(dask_project: Project) -> None:
     metrics = json.loads(dask_project.path("reports/evaluate/metrics.json").read_text())
     assert metrics["average_precision"] > 0.2
     assert metrics["brier"] < metrics["base_rate_brier"]
+    selection = json.loads(dask_project.path("models/selection.json").read_text())
+    assert f"{selection['model']}/{selection['strategy']}" in TRAINED
     mlflow.set_tracking_uri(dask_project.tracking_uri)
     name = DASK_OVERRIDES["evaluate"]["registered_model_name"]
     champion = MlflowClient().get_model_version_by_alias(name, "champion")
-    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    test = parquet_frame(dask_project.path("data/split/test.parquet")).head(50)
-    scores = model.predict(test[model.metadata.get_input_schema().input_names()])
     assert str(champion.version) == "1"
-    assert len(scores) == 50
+    run = MlflowClient().get_run(str(champion.run_id))
+    parent = MlflowClient().get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["engine"] == "dask"
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    test = parquet_frame(dask_project.path("data/split/test.parquet"))
+    names = model.metadata.get_input_schema().input_names()
+    scores = model.predict(test[names])
+    assert len(scores) == len(test)
+
+
+def test_the_shipped_model_is_the_local_engine_s_kind_of_pipeline(dask_project: Project) -> None:
+    """A plain scikit-learn Pipeline (preprocess, then a local XGBClassifier or
+    LGBMClassifier): serving, the image and the monitor load it as they load today's."""
+    package = load_model_package(dask_project.path("models/model"))
+    steps = without_calibration(package.pipeline)
+    assert isinstance(steps, Pipeline)
+    assert [name for name, _ in steps.steps] == ["preprocess", "model"]
+    assert type(steps.named_steps["model"]) in {XGBClassifier, LGBMClassifier}
+    test = parquet_frame(dask_project.path("data/split/test.parquet")).head(200)
+    reference = parquet_frame(dask_project.path("data/reference/reference.parquet"))
+    assert reference["probability"].notna().all()
+    assert len(reference) == len(parquet_frame(dask_project.path("data/split/train.parquet")))
+    proba = package.pipeline.predict_proba(test[package.schema.names])[:, 1]
+    assert ((proba >= 0) & (proba <= 1)).all()

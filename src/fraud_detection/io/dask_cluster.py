@@ -42,7 +42,7 @@ def dask_client(params: DaskParams, log: logging.Logger) -> Iterator[Client]:
                     f"{timeout}: {_first_line(exc)}; start it (`dask scheduler`) or unset "
                     f"{SCHEDULER_VARIABLE} to run on a LocalCluster"
                 ) from None
-            log.info("Dask scheduler %s, %d worker(s)", address, _worker_count(client))
+            log.info("Dask scheduler %s, %d worker(s)", address, worker_count(client))
         else:
             client = stack.enter_context(_local_cluster(params, timeout))
             log.info(
@@ -116,7 +116,7 @@ def _log_peaks(client: Client, log: logging.Logger) -> None:
     log.info("peak memory: this process %d MB; workers %s MB", _peak_mb(), shown)
 
 
-def _worker_count(client: Client) -> int:
+def worker_count(client: Client) -> int:
     info = client.scheduler_info()
     return len(info.get("workers", {}))
 

@@ -137,3 +137,16 @@ def write_parts(frame: dd.DataFrame, target: Path) -> None:
         frame.to_parquet(
             str(staging), write_index=False, name_function=lambda i: f"part-{i:05d}.parquet"
         )
+
+
+def read_rows(path: Path, columns: list[str], *, partitions: int, made_by: str) -> dd.DataFrame:
+    """A stage's Parquet output as a Dask DataFrame of ``partitions`` runs of consecutive
+    rows, in the file's order (the order the stage process reads its labels in)."""
+    if not path.exists():
+        raise MissingInputError(
+            f"{path} does not exist; it is made by the '{made_by}' stage: run `dvc repro {made_by}`"
+        )
+    frame: dd.DataFrame = dd.read_parquet(str(path), columns=columns)
+    if frame.npartitions != partitions:
+        frame = frame.repartition(npartitions=partitions)
+    return frame
