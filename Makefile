@@ -157,7 +157,7 @@ bench-replicas: $(INSTALLED) ## Measure the log's stores and commit modes, Caddy
 	apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)"; exit 1; }
 	python benchmarks/replicas.py
 
-bench-dask: $(INSTALLED) ## Time the data and features stages on Dask: full size beside local, then ~18 M payments
+bench-dask: $(INSTALLED) ## Time the pipeline on Dask: full size beside local (and both champions), then ~18 M payments
 	python benchmarks/dask_scale.py
 
 deploy-files: $(INSTALLED) ## Rewrite the files of compose.yaml made from the code (deploy/compose/Caddyfile)

@@ -1,17 +1,20 @@
-"""The data and features stages on Dask, measured side by side with the local engine.
+"""The pipeline on Dask, measured side by side with the local engine.
 
-    python benchmarks/dask_scale.py                  # both parts (about 10 minutes on 2 cores)
+    python benchmarks/dask_scale.py                  # both parts (about 30 minutes on 2 cores)
     python benchmarks/dask_scale.py full             # only the side-by-side part
     python benchmarks/dask_scale.py ten --scale 2    # a smaller "ten times" run
 
 Parts:
   full  the handbook's full size (5,000 customers, 10,000 terminals, 183 days): the real
-        `data` and `features` stage processes of a scratch project, engine local and
-        engine dask (a two-worker LocalCluster), one after the other; wall time, and
-        peak memory of the stage process and of each worker.
+        stage processes of a scratch project (data, features, split, train, evaluate,
+        reference), engine local and engine dask (a two-worker LocalCluster), one after
+        the other; and the local training stages again on the Dask engine's candidates
+        alone. Wall time, peak memory of the stage process and of each worker, and each
+        champion's test AP beside its CV AP's spread over the folds.
   ten   ten times the handbook's payments (50,000 customers, 100,000 terminals with the
         radius cut so each customer reaches as many terminals as in the handbook, 183
-        days: about 18 million payments), engine dask only, on two workers of 3 GB.
+        days: about 18 million payments), engine dask only, on two workers of 3 GB,
+        every stage up to the drift reference (XGBoost's grid cut to one point).
         Beside the peaks: the dataset's size in memory (one partition's pandas size
         times the partitions), which no process came near.
 
@@ -25,16 +28,20 @@ Results go to benchmarks/results/dask_scale.json and, as Markdown, dask_scale.md
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -108,8 +115,6 @@ def run_stage(project: Project, stage: str) -> dict[str, Any]:
 
 def dataset_memory_mb(folder: Path) -> tuple[float, int]:
     """The features table's pandas size: one partition measured, times the partitions."""
-    import pyarrow.parquet as pq  # noqa: PLC0415
-
     files = sorted(folder.glob("*.parquet"))
     rows = sum(pq.read_metadata(f).num_rows for f in files)
     sample = pq.read_table(files[0]).to_pandas()
@@ -117,26 +122,78 @@ def dataset_memory_mb(folder: Path) -> tuple[float, int]:
     return per_row * rows / 2**20, rows
 
 
+DATA_STAGES = ("data", "features", "split")
+TRAINING_STAGES = ("train", "evaluate", "reference")
+
+
+def boosted_only(params: dict[str, Any]) -> dict[str, Any]:
+    """The repo's models and strategies that the Dask engine trains (the rest it leaves
+    out), for a local run of the same candidates."""
+    models = {}
+    for name, spec in params["train"]["models"].items():
+        strategies = [s for s in spec["strategies"] if s != "smote"]
+        if spec["kind"] in {"xgboost", "lightgbm"} and strategies:
+            models[name] = {**spec, "strategies": strategies}
+    return {"train": {"models": models}}
+
+
+def _outcome(project: Project) -> dict[str, Any]:
+    """The champion, its test AP and the spread of its CV AP over the folds."""
+    metrics = json.loads(project.path("reports/evaluate/metrics.json").read_text())
+    summary = json.loads(project.path("reports/train/cv_summary.json").read_text())
+    return {
+        "winner": summary["winner"],
+        "cv_ap_mean": summary["average_precision_mean"],
+        "cv_ap_std": summary["average_precision_std"],
+        "test_ap": metrics["average_precision"],
+        "left_out": summary.get("left_out", []),
+    }
+
+
 def bench_full(scratch: Path) -> dict[str, Any]:
+    """Each engine's whole pipeline on the same data; and the local engine again on the
+    Dask engine's candidates alone (its data copied, not made again)."""
     runs: dict[str, Any] = {}
     for engine in ("local", "dask"):
         overrides = merged(FULL_SIZE, DASK) if engine == "dask" else FULL_SIZE
         project = make_project(scratch / f"full-{engine}", merged(repo_params(), overrides))
-        runs[engine] = {stage: run_stage(project, stage) for stage in ("data", "features")}
+        stages = (*DATA_STAGES, *TRAINING_STAGES)
+        runs[engine] = {stage: run_stage(project, stage) for stage in stages}
+        runs[engine]["outcome"] = _outcome(project)
+        if engine == "local":
+            same = merged(merged(repo_params(), FULL_SIZE), boosted_only(repo_params()))
+            twin = make_project(scratch / "full-local-boosted", same)
+            shutil.copytree(project.path("data"), twin.path("data"), dirs_exist_ok=True)
+            twin.path("reports").mkdir(exist_ok=True)
+            shutil.copy2(project.path("reports/split.json"), twin.path("reports/split.json"))
+            runs["local_boosted"] = {s: run_stage(twin, s) for s in TRAINING_STAGES}
+            runs["local_boosted"]["outcome"] = _outcome(twin)
     return runs
 
 
 def bench_ten(scratch: Path, scale: float) -> dict[str, Any]:
-    overrides = merged(ten_times(scale), DASK)
+    overrides = merged(merged(ten_times(scale), DASK), ten_times_grid())
     project = make_project(scratch / "ten", merged(repo_params(), overrides))
-    runs = {stage: run_stage(project, stage) for stage in ("data", "features")}
+    runs = {stage: run_stage(project, stage) for stage in DATA_STAGES}
     memory_mb, rows = dataset_memory_mb(project.path("data/features/features.parquet"))
+    train_rows = pq.read_metadata(project.path("data/split/train.parquet")).num_rows
+    runs |= {stage: run_stage(project, stage) for stage in TRAINING_STAGES}
     return {
         "params": overrides,
         "rows": rows,
+        "train_rows": train_rows,
         "features_in_memory_mb": memory_mb,
         "stages": runs,
+        "outcome": _outcome(project),
     }
+
+
+def ten_times_grid() -> dict[str, Any]:
+    """The repo's models, XGBoost's grid cut to its deeper point: a grid point more is
+    four more fits on 0.7 million rows, and says nothing more about scale."""
+    models = copy.deepcopy(repo_params()["train"]["models"])
+    models["xgboost"]["grid"] = {"max_depth": [6]}
+    return {"train": {"models": models}}
 
 
 # ---------------------------------------------------------------------------- report
@@ -149,20 +206,67 @@ def _peaks(run: dict[str, Any]) -> str:
     return f"stage {run['stage_process_peak_mb']:,.0f}; workers {workers}"
 
 
+def _stage_row(stage: str, a: dict[str, Any], b: dict[str, Any]) -> str:
+    return (
+        f"| `{stage}` | {a['wall_s']:.1f} | {b['wall_s']:.1f} | "
+        f"{b['wall_s'] / a['wall_s']:.1f}x | {a['tree_peak_mb']:,.0f} | {_peaks(b)} |"
+    )
+
+
+def _outcome_row(name: str, o: dict[str, Any]) -> str:
+    return (
+        f"| {name} | {o['winner']} | {o['cv_ap_mean']:.3f} ± {o['cv_ap_std']:.3f} | "
+        f"{o['test_ap']:.3f} |"
+    )
+
+
 def full_section(r: dict[str, Any]) -> list[str]:
     local, dask = r["local"], r["dask"]
     lines = [
         "### The handbook's full size, local and Dask side by side",
         "",
+        f"Measured {r.get('when', '')}.",
+        "",
         "| stage | local (s) | Dask (s) | Dask / local | local peak (MB) | Dask peaks (MB) |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    for stage in ("data", "features"):
-        a, b = local[stage], dask[stage]
-        lines.append(
-            f"| `{stage}` | {a['wall_s']:.1f} | {b['wall_s']:.1f} | "
-            f"{b['wall_s'] / a['wall_s']:.1f}x | {a['tree_peak_mb']:,.0f} | {_peaks(b)} |"
-        )
+    lines += [_stage_row(stage, local[stage], dask[stage]) for stage in DATA_STAGES]
+    same = r.get("local_boosted")
+    if same is not None:
+        lines += [
+            "",
+            "Training, evaluation and the drift reference with the local engine on the same "
+            "candidates the Dask engine trains (XGBoost and LightGBM without SMOTE), and on "
+            "all of them (the repo's default):",
+            "",
+            "| stage | local, same candidates (s) | Dask (s) | Dask / local | "
+            "local peak (MB) | Dask peaks (MB) |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        lines += [_stage_row(stage, same[stage], dask[stage]) for stage in TRAINING_STAGES]
+        lines += [
+            "",
+            "| stage | local, all candidates (s) | Dask (s) | Dask / local | "
+            "local peak (MB) | Dask peaks (MB) |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        lines += [_stage_row(stage, local[stage], dask[stage]) for stage in TRAINING_STAGES]
+        o_local, o_dask = local["outcome"], dask["outcome"]
+        gap = abs(o_dask["test_ap"] - o_local["test_ap"])
+        spread = max(o_local["cv_ap_std"], o_dask["cv_ap_std"])
+        lines += [
+            "",
+            "| run | champion | CV AP (mean ± std over folds) | test AP |",
+            "|---|---|---:|---:|",
+            _outcome_row("local, all candidates", o_local),
+            _outcome_row("local, same candidates", same["outcome"]),
+            _outcome_row("Dask", o_dask),
+            "",
+            f"The Dask champion's test AP is {gap:.3f} from the local champion's; the fold "
+            f"spread (the larger CV AP standard deviation) is {spread:.3f}: "
+            + ("within it." if gap <= spread else "outside it."),
+            f"Left out on Dask: {', '.join(o_dask['left_out'])}.",
+        ]
     lines += ["", f"Rows: {dask['data']['summary']}.", ""]
     return lines
 
@@ -172,21 +276,28 @@ def ten_section(r: dict[str, Any]) -> list[str]:
     lines = [
         "### Ten times the handbook on two workers",
         "",
+        f"Measured {r.get('when', '')}.",
+        "",
         f"{sim['n_customers']:,} customers, {sim['n_terminals']:,} terminals (radius "
         f"{sim['radius']}), {sim['n_days']} days: {r['rows']:,} payments; the features "
         f"table is {r['features_in_memory_mb']:,.0f} MB in pandas. Two workers of "
-        f"{DASK['engine']['dask']['memory_limit_gb']} GB each.",
+        f"{DASK['engine']['dask']['memory_limit_gb']} GB each. The training period holds "
+        f"{r.get('train_rows', 0):,} rows.",
         "",
         "| stage | wall (s) | peak of the stage process (MB) | peak of each worker (MB) |",
         "|---|---:|---:|---|",
     ]
-    for stage in ("data", "features"):
-        run = r["stages"][stage]
+    for stage, run in r["stages"].items():
         workers = " / ".join(f"{v:,.0f}" for v in run.get("worker_peaks_mb", []))
-        lines.append(
-            f"| `{stage}` | {run['wall_s']:.1f} | {run.get('stage_process_peak_mb', 0):,.0f} "
-            f"| {workers} |"
-        )
+        stage_peak = run.get("stage_process_peak_mb", run["tree_peak_mb"])
+        lines.append(f"| `{stage}` | {run['wall_s']:.1f} | {stage_peak:,.0f} | {workers} |")
+    if "outcome" in r:
+        o = r["outcome"]
+        lines += [
+            "",
+            f"Champion: {o['winner']}, CV AP {o['cv_ap_mean']:.3f} ± {o['cv_ap_std']:.3f}, "
+            f"test AP {o['test_ap']:.3f}.",
+        ]
     return [*lines, ""]
 
 
@@ -197,11 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parts = args.parts or ["full", "ten"]
     results: dict[str, Any] = {"machine": _machine(), "when": time.strftime("%Y-%m-%d %H:%M")}
+    saved = RESULTS / "dask_scale.json"
+    if saved.exists():  # a part not run this time keeps its last figures, with their date
+        earlier = json.loads(saved.read_text())
+        for part in {"full", "ten"} - set(parts):
+            if part in earlier:
+                results[part] = earlier[part] | {"when": earlier.get("when")}
     with tempfile.TemporaryDirectory(prefix="dask-scale-", dir=REPO / ".bench") as scratch:
         if "full" in parts:
-            results["full"] = bench_full(Path(scratch))
+            results["full"] = bench_full(Path(scratch)) | {"when": results["when"]}
         if "ten" in parts:
-            results["ten"] = bench_ten(Path(scratch), args.scale)
+            results["ten"] = bench_ten(Path(scratch), args.scale) | {"when": results["when"]}
     results["this_process_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "dask_scale.json").write_text(json.dumps(results, indent=2) + "\n")

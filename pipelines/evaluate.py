@@ -101,7 +101,12 @@ def refit_local(
 
 
 def refit_on_dask(
-    selection: Selection, schema: FeatureSchema, dask: DaskParams, log: logging.Logger
+    selection: Selection,
+    schema: FeatureSchema,
+    dask: DaskParams,
+    *,
+    test_rows: int,
+    log: logging.Logger,
 ) -> Refit:
     """The refit across the Dask workers, the test period scored per partition."""
     # Imported here: the local engine does not load Dask.
@@ -110,7 +115,6 @@ def refit_on_dask(
     from pipelines._dask import rows_on_dask, training_fitter  # noqa: PLC0415
 
     y = read_parquet(TRAIN_SET, made_by="split", columns=[schema.target])[schema.target]
-    test_rows = len(read_parquet(TEST_SET, made_by="split", columns=[schema.target]))
     with dask_client(dask, log) as client:
         fitter = training_fitter(
             client,
@@ -342,7 +346,9 @@ def main(log: logging.Logger) -> str:
     pipeline_run = tracking.find_pipeline_run(selection.experiment_name, selection.fingerprint)
 
     if all_params.engine.kind == "dask":
-        refit = refit_on_dask(selection, schema, all_params.engine.dask, log)
+        refit = refit_on_dask(
+            selection, schema, all_params.engine.dask, test_rows=len(test), log=log
+        )
     else:
         refit = refit_local(selection, schema, test, log)
     result = evaluate(

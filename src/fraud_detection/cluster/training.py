@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask.dataframe as dd
@@ -28,8 +28,7 @@ import lightgbm
 import numpy as np
 import pandas as pd
 import xgboost.dask
-from dask.delayed import delayed
-from distributed import Client
+from distributed import Client, Future, futures_of
 from lightgbm import LGBMClassifier
 from numpy.typing import NDArray
 from sklearn.base import clone
@@ -53,6 +52,17 @@ DASK_KINDS = frozenset({"xgboost", "lightgbm"})
 # after it split on order, which a per-column affine scaling does not change.
 PREPROCESS_SAMPLE_ROWS = 200_000
 _LIGHTGBM_LOG = logging.getLogger("lightgbm")
+# lightgbm.dask warns on every fit that Dask, not n_jobs, sets each worker's threads (the
+# sklearn settings always hold n_jobs): that says nothing about this fit.
+_LIGHTGBM_LOG.addFilter(lambda record: "will be ignored" not in record.getMessage())
+
+
+class WorkerLostError(RuntimeError):
+    """A worker left the cluster during a fit (killed, or past its memory limit)."""
+
+
+# How long a failed fit waits for the scheduler to notice a dead worker.
+_LOST_WORKER_WAIT_SECONDS = 3.0
 
 
 def split_candidates(found: list[Candidate]) -> tuple[list[Candidate], dict[str, str]]:
@@ -90,7 +100,6 @@ def numbered(frame: dd.DataFrame) -> dd.DataFrame:
     return result
 
 
-@delayed  # type: ignore[untyped-decorator]
 def _gather_rows(rows: NDArray[np.int64], *parts: pd.DataFrame) -> pd.DataFrame:
     """The rows with these numbers from the partitions that hold them."""
     frame = pd.concat(parts) if len(parts) > 1 else parts[0]
@@ -164,6 +173,10 @@ class DaskFitter:
     params: TrainParams
     positive_share: float
     starts: NDArray[np.int64]  # each partition's first row number
+    # The latest selection's pieces: a future the client drops is released on the cluster,
+    # and a frame made from futures does not hold them. Each selection is used (fitted or
+    # scored) before the next one is made.
+    _held: list[Future[pd.DataFrame]] = field(default_factory=list, repr=False)
 
     @classmethod
     def over(
@@ -177,25 +190,40 @@ class DaskFitter:
         positive_share: float,
     ) -> DaskFitter:
         """A fitter over a numbered frame whose rows are ``y``'s."""
-        lengths = np.asarray(frame.map_partitions(len).compute(), dtype=np.int64)
+        lengths = np.asarray(client.compute(frame.map_partitions(len)).result(), dtype=np.int64)
         if int(lengths.sum()) != len(y):
             raise ValueError(f"the frame has {lengths.sum()} rows, the labels {len(y)}")
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         return cls(client, frame, y, schema, params, positive_share, starts)
 
     def rows(self, rows: NDArray[np.int64] | None) -> dd.DataFrame:
-        """The frame's rows with these numbers (all rows for None), cut into pieces of
-        equal length, at least one a worker, so every worker takes an equal part in a fit
-        (a time-ordered fold's rows sit in the first partitions alone)."""
+        """The frame's rows with these (sorted) numbers, all rows for None. A subset comes
+        in pieces of equal length, at least one a worker and each made on its own worker,
+        so every worker takes an equal part in a fit: a time-ordered fold's rows sit in
+        the first partitions alone, and a task runs where its input lies."""
         if rows is None:
             return self.frame
-        workers = len(self.client.scheduler_info().get("workers", {}))
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) > 1 and not (np.diff(rows) > 0).all():
+            raise ValueError("row numbers must be sorted and unique (as the folds' are)")
+        workers = sorted(self._workers())
+        # The persisted partitions, by key: the pieces' tasks read them where they lie.
+        held = _partition_futures(self.frame)
         holding = np.unique(np.searchsorted(self.starts, rows, side="right") - 1)
-        partitions = self.frame.to_delayed()
         pieces = []
-        for piece in np.array_split(np.asarray(rows, dtype=np.int64), max(workers, len(holding))):
+        for number, piece in enumerate(np.array_split(rows, max(len(workers), len(holding)))):
             sources = np.unique(np.searchsorted(self.starts, piece, side="right") - 1)
-            pieces.append(_gather_rows(piece, *(partitions[int(i)] for i in sources)))
+            pieces.append(
+                self.client.submit(
+                    _gather_rows,
+                    piece,
+                    *(held[int(i)] for i in sources),
+                    workers=[workers[number % len(workers)]],
+                    allow_other_workers=True,  # should that worker die, another takes over
+                    pure=False,
+                )
+            )
+        self._held[:] = pieces
         selected: dd.DataFrame = dd.from_delayed(pieces, meta=self.frame._meta, verify_meta=False)
         return selected
 
@@ -216,7 +244,7 @@ class DaskFitter:
         ready = part.map_partitions(_fit_rows, fitted, self.schema, out, weights, meta=meta)
         # Held in memory for the fit; arrays, not frames, as the local fit gets from the
         # preprocessor (a model fitted on named columns warns when served arrays).
-        ready = ready.persist()
+        ready = self.client.persist(ready)
         local = classifier(
             candidate,
             self.params.models[candidate.model],
@@ -224,24 +252,48 @@ class DaskFitter:
             positive_share=self.positive_share,
         )
         estimator = self._on_dask(local)
-        with warnings.catch_warnings():
-            # LightGBM warns that Dask, not n_jobs, sets each worker's threads.
-            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-            estimator.fit(
-                ready[out].to_dask_array(lengths=True),
-                ready[TARGET].to_dask_array(lengths=True).astype(np.int64),
-                sample_weight=None
-                if weights is None
-                else ready[WEIGHT].to_dask_array(lengths=True),
-            )
+        sample_weight = None if weights is None else ready[WEIGHT].to_dask_array(lengths=True)
+        workers = self._workers()
+        try:
+            with warnings.catch_warnings():
+                # LightGBM warns that Dask, not n_jobs, sets each worker's threads.
+                warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+                estimator.fit(
+                    ready[out].to_dask_array(lengths=True),
+                    ready[TARGET].to_dask_array(lengths=True).astype(np.int64),
+                    sample_weight=sample_weight,
+                )
+        except Exception as exc:
+            self._raise_if_a_worker_left(workers, exc, candidate)
+            raise
         return Pipeline([("preprocess", fitted), ("model", _to_local(estimator, local))])
+
+    def _workers(self) -> set[str]:
+        return set(self.client.scheduler_info().get("workers", {}))
+
+    def _raise_if_a_worker_left(
+        self, before: set[str], exc: Exception, candidate: Candidate
+    ) -> None:
+        """A worker that dies mid-fit breaks the boosting library's collective: the
+        surviving workers fail with a socket or allgather error (Dask retries the dead
+        worker's task, so no KilledWorker reaches the client). Tell that apart from a
+        fit's own error by the workers the scheduler still has."""
+        deadline = time.monotonic() + _LOST_WORKER_WAIT_SECONDS
+        while not (left := before - self._workers()) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the scheduler learns of a death within a heartbeat or two
+        if left:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WorkerLostError(
+                f"{len(left)} worker(s) left the cluster during the {candidate.family} fit, "
+                f"which then failed ({type(exc).__name__}: {first[:200]})"
+            ) from None
 
     def _class_weights(
         self, candidate: Candidate, labels: NDArray[np.int_]
     ) -> tuple[float, float] | None:
         """LightGBM's balanced class weights as row weights of all the fit's rows: its Dask
-        fit would balance each worker's rows on their own (and fail on a worker without a
-        positive row). XGBoost's class weight is its scale_pos_weight setting."""
+        fit would balance each worker's rows on their own (and a weight per class fails on
+        a worker without that class). XGBoost's class weight is its scale_pos_weight."""
         if candidate.kind != "lightgbm" or candidate.strategy != "class_weight":
             return None
         positives = int(labels.sum())
@@ -252,7 +304,7 @@ class DaskFitter:
         sample = part[self.schema.names]
         if share < 1.0:
             sample = sample.sample(frac=share, random_state=self.params.seed)
-        return preprocessor(self.schema).fit(sample.compute())
+        return preprocessor(self.schema).fit(self.client.compute(sample).result())
 
     def _on_dask(self, local: Any) -> Any:
         """The Dask twin of ``local``, with the same settings."""
@@ -270,6 +322,17 @@ class DaskFitter:
     def score(self, model: Pipeline, rows: NDArray[np.int64] | None = None) -> NDArray[np.float64]:
         """The model's positive-class probability for ``rows``, in row order."""
         return score_frame(self.rows(rows), model, self.schema.names)
+
+
+def _partition_futures(frame: dd.DataFrame) -> list[Future[pd.DataFrame]]:
+    """A persisted frame's partitions as futures, in partition order."""
+    # A persisted partition's key is (the collection's name, the partition's number).
+    numbered_futures = [
+        (f.key[1], f) for f in futures_of(frame) if isinstance(f.key, tuple) and len(f.key) == 2
+    ]
+    if len(numbered_futures) != frame.npartitions:
+        raise ValueError("the frame must be persisted (DaskFitter.over's frame)")
+    return [f for _, f in sorted(numbered_futures, key=lambda pair: int(pair[0]))]
 
 
 def score_frame(frame: dd.DataFrame, model: Pipeline, names: list[str]) -> NDArray[np.float64]:

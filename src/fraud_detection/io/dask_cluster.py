@@ -23,7 +23,14 @@ from fraud_detection.params import DaskParams
 SCHEDULER_VARIABLE = "DASK_SCHEDULER_ADDRESS"
 
 # What Dask raises when a worker died under a task (memory, SIGKILL) or the scheduler went.
-_LOST_WORK = ("KilledWorker", "CommClosedError", "FutureCancelledError", "CancelledError")
+# WorkerLostError: fraud_detection.cluster.training's, for a boosting fit a death broke.
+_LOST_WORK = (
+    "KilledWorker",
+    "CommClosedError",
+    "FutureCancelledError",
+    "CancelledError",
+    "WorkerLostError",
+)
 
 
 @contextlib.contextmanager
