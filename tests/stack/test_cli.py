@@ -8,6 +8,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,18 +124,44 @@ def test_down_leaves_a_process_alone_whose_start_time_differs(
     assert read_state(run_dir, "postgres") is None
 
 
+# Writes the signal it was stopped with: `down` reaps a child of its own process (this
+# test's), so the exit status Popen sees can be 0 rather than -15 depending on timing.
+_TELLS_ITS_SIGNAL = (
+    "import signal, sys, time\n"
+    "def told(number, frame):\n"
+    "    open(sys.argv[1], 'w').write(signal.Signals(number).name)\n"
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, told)\n"
+    "signal.signal(signal.SIGINT, told)\n"
+    "open(sys.argv[1] + '.ready', 'w').close()\n"
+    "time.sleep(60)\n"
+)
+
+
 def test_down_stops_a_process_the_state_file_names_exactly(
     env: dict[str, str],
-    bystander: subprocess.Popen[bytes],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    run_dir = Path(env["STACK_DIR"]) / "run"
-    ours = State("mlflow", bystander.pid, start_time(bystander.pid) or "", 1, ["sleep"], "x.log")
-    write_state(run_dir, ours)
-    assert main(["down"]) == 0
-    assert capsys.readouterr().out.startswith(f"mlflow: stopped (pid {bystander.pid}) in ")
-    assert bystander.wait(timeout=5) == -15  # SIGTERM
-    assert read_state(run_dir, "mlflow") is None
+    told = tmp_path / "signal"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _TELLS_ITS_SIGNAL, str(told)], start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(f"{told}.ready").exists():
+            assert time.monotonic() < deadline, "the stand-in process did not start"
+            time.sleep(0.05)
+        run_dir = Path(env["STACK_DIR"]) / "run"
+        ours = State("mlflow", process.pid, start_time(process.pid) or "", 1, ["py"], "x.log")
+        write_state(run_dir, ours)
+        assert main(["down"]) == 0
+        assert capsys.readouterr().out.startswith(f"mlflow: stopped (pid {process.pid}) in ")
+        assert told.read_text() == "SIGTERM"
+        assert read_state(run_dir, "mlflow") is None
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_down_and_status_with_nothing_there(
