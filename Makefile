@@ -142,10 +142,10 @@ test-image: $(INSTALLED) ## Build the serving image with podman and check it end
 		$(MAKE) --no-print-directory train export-model; }
 	python tests/image/check_image.py --container-sh "$(CONTAINER_SH)"
 
-# CI runs it after test-image (.ci/run): about 20 minutes, most of it the container's
-# own `make test`.
+# About 30 minutes, most of it the container's own `make test`. CI runs it after
+# test-image with FRESH_ARGS=--fast-tests (the slow tests have just run on the host).
 test-fresh: $(INSTALLED) ## In a bare Debian container: the preflight, then the README's two commands
-	python tests/fresh_machine/check_fresh_machine.py --container-sh "$(CONTAINER_SH)"
+	python tests/fresh_machine/check_fresh_machine.py --container-sh "$(CONTAINER_SH)" $(FRESH_ARGS)
 
 bench-serving: $(INSTALLED) ## Measure the service against `mlflow models serve` and the ceiling
 	@command -v wrk >/dev/null || { echo "bench-serving needs wrk, the HTTP load generator: \
