@@ -10,21 +10,23 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Security
 from fastapi_offline import FastAPIOffline
 
 from fraud_detection.errors import ModelLoadError
 from fraud_detection.io.prediction_log import open_store
+from serving.auth import HEADER, require_api_key, unauthorized_response
 from serving.batcher import MicroBatcher
 from serving.errors import install_error_handlers
 from serving.fast_path import openapi_with_bodies
 from serving.metrics import MetricsMiddleware, ServiceMetrics
 from serving.model import load_model
 from serving.prediction_log import PredictionLog
-from serving.routers import metrics, service
+from serving.routers import health, metrics, service
 from serving.routers.predict import predict_router, unavailable_router
+from serving.schemas import Problem
 from serving.settings import Settings, load_settings
-from serving.state import ServiceState, state_of
+from serving.state import Guard, ServiceState, state_of
 
 logger = logging.getLogger("serving")
 
@@ -34,6 +36,8 @@ DESCRIPTION = """Scores card transactions with the champion fraud model.
   the decision at the model's threshold.
 * `GET /ready` says whether a model is loaded; `GET /model` which one, and how it tested.
 * Every prediction is appended to the prediction log read by the drift monitor.
+* When the service has API keys, every endpoint but `GET /health` needs one in the
+  `X-API-Key` header: "Authorize" above takes it for "Try it out".
 """
 
 
@@ -51,19 +55,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description=DESCRIPTION,
         lifespan=_lifespan,
-        swagger_ui_parameters={"validatorUrl": None},
+        # persistAuthorization: the key given to "Authorize" survives a page reload.
+        swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
     )
     log = PredictionLog(
         open_store(settings.prediction_log),
         commit=settings.log_commit,
         timeout_seconds=settings.log_timeout_seconds,
     )
-    state = ServiceState(settings=settings, metrics=service_metrics, log=log)
+    keys = settings.api_key_set()
+    # Every router but /health's is included with this (the prediction routes too, once
+    # the lifespan has built them): off, an empty list, so no check runs at all.
+    guard = (
+        Guard([Security(require_api_key(keys))], unauthorized_response(Problem))
+        if keys
+        else Guard()
+    )
+    state = ServiceState(settings=settings, metrics=service_metrics, log=log, guard=guard)
     app.state.service = state
     app.add_middleware(MetricsMiddleware, metrics=service_metrics)
     install_error_handlers(app)
-    app.include_router(service.router)
-    app.include_router(metrics.router)
+    app.include_router(health.router)
+    guard.include(app, service.router)
+    guard.include(app, metrics.router)
     app.openapi = lambda: openapi_with_bodies(app, state.body_models)  # type: ignore[method-assign]
     return app
 
@@ -73,6 +87,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = state_of(app)
     log = state.log
     log.start()
+    _announce_access(state.settings)
     _load(app, state)
     # Everything loaded so far (libraries, model) lives as long as the process. Freezing
     # it keeps the garbage collector's full collections from walking those objects again
@@ -96,14 +111,14 @@ def _load(app: FastAPI, state: ServiceState) -> None:
         # Choice (README "Serving"): stay up, /health 200, /ready and /predict 503 with why.
         state.model_error = str(error)
         logger.error("no model loaded, /ready answers 503: %s", error)
-        app.include_router(unavailable_router(str(error)))
+        state.guard.include(app, unavailable_router(str(error)))
         service_metrics.model_loaded.set(0)
         return
     state.model = model
     # Scores with whatever model state holds when it scores (a test may swap it).
     state.batcher = MicroBatcher(partial(_score_with_current_model, state))
     router, body_models = predict_router(model, settings.max_batch_rows)
-    app.include_router(router)
+    state.guard.include(app, router)
     state.body_models = body_models
     service_metrics.model_loaded.set(1)
     service_metrics.model_info.labels(
@@ -120,6 +135,22 @@ def _load(app: FastAPI, state: ServiceState) -> None:
         state.log.store.location,
         settings.log_commit,
     )
+
+
+def _announce_access(settings: Settings) -> None:
+    """One line on who may call the service; a warning when anyone on a network may."""
+    keys = settings.api_key_set()
+    if keys:
+        logger.info("API keys: %d accepted in the %s header (all but /health)", len(keys), HEADER)
+    elif settings.on_loopback:
+        logger.info("API keys: none set; only this machine can reach %s", settings.host)
+    else:
+        logger.warning(
+            "API keys: none set, and the service listens on %s: anyone who can reach port "
+            "%d can score and read /model. Set SERVING_API_KEYS_FILE (docs/security.md).",
+            settings.host,
+            settings.port,
+        )
 
 
 def _score_with_current_model(state: ServiceState, rows: list[list[Any]]) -> Any:

@@ -7,15 +7,19 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraud_detection.io.prediction_log import SqliteStore, open_store, redact
 from fraud_detection.params import DEFAULT_MODEL_NAME
 from fraud_detection.registry import champion_uri
 from fraud_detection.workspace import PREDICTION_LOG
+from serving.auth import ApiKeys, key_problem, parse_inline, read_key_file
 
 ENV_PREFIX = "SERVING_"
+# Settings whose values are never shown, in an error message or anywhere else.
+SECRET_FIELDS = frozenset({"api_keys"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 # `make serve` passes the champion of params.yaml's model (pipelines/champion_uri.py).
 DEFAULT_MODEL_URI = champion_uri(DEFAULT_MODEL_NAME)
 
@@ -50,6 +54,12 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # uvicorn's line per request; off by default (it costs throughput; /metrics counts).
     access_log: bool = False
+    # API keys callers send in X-API-Key (serving/auth.py): comma-separated here, one a
+    # line in the file (a mounted Secret); both may be given. None: no key is asked for.
+    api_keys: SecretStr | None = None
+    api_keys_file: Path | None = None
+    # True: start-up fails without a key rather than serving everyone (compose, k8s).
+    require_api_key: bool = False
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -60,6 +70,41 @@ class Settings(BaseSettings):
     @classmethod
     def _path_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, Path) else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _inline_keys_are_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_keys(parse_inline(value.get_secret_value()))
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _key_file_is_usable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _check_keys(read_key_file(value))
+        return value
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> Settings:
+        if self.require_api_key and self.api_key_set() is None:
+            raise ValueError(
+                f"{ENV_PREFIX}REQUIRE_API_KEY is true but no API key is set: put the keys "
+                f"in a file named by {ENV_PREFIX}API_KEYS_FILE (one a line) or in "
+                f"{ENV_PREFIX}API_KEYS (comma-separated)"
+            )
+        return self
+
+    def api_key_set(self) -> ApiKeys | None:
+        """The keys callers must send, from both places; None when none is set."""
+        keys = parse_inline(self.api_keys.get_secret_value()) if self.api_keys else []
+        if self.api_keys_file is not None:
+            keys += read_key_file(self.api_keys_file)
+        return ApiKeys(keys) if keys else None
+
+    @property
+    def on_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
 
     @field_validator("prediction_log")
     @classmethod
@@ -77,6 +122,14 @@ class Settings(BaseSettings):
         return value
 
 
+def _check_keys(keys: list[str]) -> None:
+    problems = sorted({problem for key in keys if (problem := key_problem(key))})
+    if not keys:
+        raise ValueError("no key given (an empty list): give at least one, or unset it")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def load_settings() -> Settings:
     """Settings from the environment; every problem in one :class:`SettingsError`."""
     env = dict(os.environ)
@@ -84,20 +137,30 @@ def load_settings() -> Settings:
     try:
         settings: Settings | None = Settings()
     except ValidationError as error:
-        problems += [
-            f"{ENV_PREFIX}{str(issue['loc'][0]).upper()}={_shown(env, issue['loc'][0])}: "
-            f"{issue['msg']}"
-            for issue in error.errors()
-        ]
+        problems += [_problem(env, issue["loc"], issue["msg"]) for issue in error.errors()]
         settings = None
     if problems or settings is None:
         raise SettingsError("invalid service settings:\n  " + "\n  ".join(problems))
     return settings
 
 
-def _shown(env: dict[str, str], field: object) -> str:
+def _problem(env: dict[str, str], location: tuple[object, ...], message: str) -> str:
+    # A check across settings (a model validator) has no field: its message names them.
+    message = message.removeprefix("Value error, ")
+    if not location:
+        return message
+    field = str(location[0])
+    return f"{ENV_PREFIX}{field.upper()}={_shown(env, field)}: {message}"
+
+
+def _shown(env: dict[str, str], field: str) -> str:
+    value = env.get(f"{ENV_PREFIX}{field.upper()}")
+    if value is None:
+        return "<unset>"
+    if field in SECRET_FIELDS:
+        return "'***'"  # not even its length
     # A URL's password is never shown (postgresql://user:***@host/db).
-    return repr(redact(env.get(f"{ENV_PREFIX}{str(field).upper()}", "<unset>")))
+    return repr(redact(value))
 
 
 def _unknown_variables(env: dict[str, str]) -> list[str]:

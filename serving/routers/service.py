@@ -1,4 +1,5 @@
-"""Liveness, readiness and what model is being served."""
+"""Readiness and what model is being served (behind the API key when one is set; the
+liveness probe, open to every prober, is routers/health.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,6 @@ from serving.model import LoadedModel
 from serving.state import request_state
 
 router = APIRouter(tags=["service"])
-
-
-@router.get("/health", summary="The process is alive")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
 
 
 @router.get(

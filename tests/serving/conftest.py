@@ -132,10 +132,32 @@ class Service:
         return self.log.read_text(errors="replace")[-5000:]
 
 
+# Two keys, as during a rotation: the old one and its successor are both accepted.
+API_KEYS = ("old-key-Aq7Zr2Kp9Lm4Xw8N", "new-key-Bt5Vy3Hn6Jc1Qs0D")
+
+
 @pytest.fixture
 def service(served: ServedModel, tmp_path: Path) -> Iterator[Service]:
     """``python -m serving`` (uvicorn) serving the fixture model on a free loopback port,
     ready; afterwards stopped with SIGTERM (the process this fixture started, nothing else)."""
+    yield from _run_service(served, tmp_path, {})
+
+
+@pytest.fixture
+def keyed_service(served: ServedModel, tmp_path: Path) -> Iterator[Service]:
+    """The same with API keys: one in the environment, one in a file (both accepted)."""
+    key_file = tmp_path / "api-keys"
+    key_file.write_text(f"# rotated in\n{API_KEYS[1]}\n")
+    env = {"SERVING_API_KEYS": API_KEYS[0], "SERVING_API_KEYS_FILE": str(key_file)}
+    yield from _run_service(served, tmp_path, env, {"X-API-Key": API_KEYS[1]})
+
+
+def _run_service(
+    served: ServedModel,
+    tmp_path: Path,
+    extra: dict[str, str],
+    headers: dict[str, str] | None = None,
+) -> Iterator[Service]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVING_", "MLFLOW_"))}
     env |= {
@@ -143,6 +165,7 @@ def service(served: ServedModel, tmp_path: Path) -> Iterator[Service]:
         "SERVING_PORT": str(port),
         "SERVING_PREDICTION_LOG": str(tmp_path / "predictions.db"),
         "SERVING_MAX_BATCH_ROWS": "50",
+        **extra,
     }
     log = tmp_path / "service.log"
     with log.open("wb") as output:
@@ -160,7 +183,8 @@ def service(served: ServedModel, tmp_path: Path) -> Iterator[Service]:
             assert process.poll() is None, f"the service exited:\n{running.output()}"
             assert time.monotonic() < deadline, f"the service never got ready:\n{running.output()}"
             try:
-                if httpx.get(f"{running.url}/ready", timeout=2).status_code == 200:
+                ready = httpx.get(f"{running.url}/ready", headers=headers, timeout=2)
+                if ready.status_code == 200:
                     break
             except httpx.TransportError:
                 pass

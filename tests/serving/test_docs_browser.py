@@ -27,12 +27,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.browser import chromium
-from tests.serving.conftest import ServedModel, Service
+from tests.serving.conftest import API_KEYS, ServedModel, Service
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs/images/swagger-ui-offline.png"
+AUTHORIZE_SCREENSHOT = ROOT / "docs/images/swagger-ui-authorize.png"
 RENDER_TIMEOUT_MS = 30_000
 TITLE = "Fraud detection API"
 REDOCLY_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
@@ -57,6 +58,16 @@ def launch_options() -> dict[str, Any]:
 
 @pytest.fixture
 def browser(launch_options: dict[str, Any], service: Service) -> Iterator[Browser]:
+    yield from _browser(launch_options, service)
+
+
+@pytest.fixture
+def keyed_browser(launch_options: dict[str, Any], keyed_service: Service) -> Iterator[Browser]:
+    """The same on a service that asks for API keys."""
+    yield from _browser(launch_options, keyed_service)
+
+
+def _browser(launch_options: dict[str, Any], service: Service) -> Iterator[Browser]:
     from playwright.sync_api import Route, sync_playwright  # noqa: PLC0415
 
     ours = urlsplit(service.url).netloc
@@ -148,6 +159,57 @@ def test_swagger_ui_works_offline(browser, served: ServedModel, tmp_path):
     assert 0.0 <= answer["probability"] <= 1.0
     assert answer["probability"] == pytest.approx(served.probability(served.schema.example))
     assert browser.left_loopback == []
+
+
+def test_swagger_ui_takes_the_api_key_and_sends_it(keyed_browser, served: ServedModel, tmp_path):
+    page = keyed_browser.open("/docs")
+    authorize = wait_for(page, "button.authorize", "the Authorize button", keyed_browser)
+    wait_for(page, '.opblock-summary-path[data-path="/predict"]', "POST /predict", keyed_browser)
+    operation = page.locator(".opblock-post").filter(
+        has=page.locator('.opblock-summary-path[data-path="/predict"]')
+    )
+    # The operation shows it needs the key (the padlock), and without one it is a 401.
+    assert operation.locator(".authorization__btn").count() == 1
+    operation.locator(".opblock-summary").first.click()
+    operation.get_by_role("button", name="Try it out").click()
+    operation.get_by_role("button", name="Execute").click()
+    # A documented answer: the status alone (an undocumented one reads "Undocumented").
+    assert _status(operation, keyed_browser) == ["401"]
+    assert "Missing or invalid API key" in operation.locator(".responses-wrapper").inner_text()
+
+    authorize.click()
+    dialog = wait_for(page, ".modal-ux", "the Authorize dialog", keyed_browser)
+    assert "X-API-Key" in dialog.inner_text()
+    dialog.locator("input").first.fill(API_KEYS[0])
+    screenshot = tmp_path / AUTHORIZE_SCREENSHOT.name
+    dialog.screenshot(path=str(screenshot))
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(screenshot, AUTHORIZE_SCREENSHOT)
+    # By text: Swagger UI labels them for screen readers "Apply credentials" and so on.
+    dialog.locator(".auth-btn-wrapper button", has_text="Authorize").click()
+    dialog.locator(".auth-btn-wrapper button", has_text="Close").click()
+
+    operation.get_by_role("button", name="Execute").click()
+    page.wait_for_function(
+        "() => document.querySelector('.live-responses-table .response .response-col_status')"
+        "?.innerText.trim() === '200'",
+        timeout=RENDER_TIMEOUT_MS,
+    )
+    answer = json.loads(
+        operation.locator(
+            ".live-responses-table .response .response-col_description pre"
+        ).first.inner_text()
+    )
+    assert answer["probability"] == pytest.approx(served.probability(served.schema.example))
+    assert keyed_browser.left_loopback == []
+
+
+def _status(operation: Any, browser: Browser) -> list[str]:
+    """The live response's status and, under it, how the document describes it."""
+    response = wait_for(
+        operation, ".live-responses-table .response", "the response to Execute", browser
+    )
+    return str(response.locator(".response-col_status").inner_text()).strip().splitlines()
 
 
 def take_screenshot(page: Any, operation: Any, target: Path) -> None:
