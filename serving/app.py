@@ -15,10 +15,11 @@ from fastapi_offline import FastAPIOffline
 
 from fraud_detection.errors import ModelLoadError
 from fraud_detection.io.prediction_log import open_store
-from serving.auth import HEADER, require_api_key, unauthorized_response
+from serving.auth import require_api_key, unauthorized_response
 from serving.batcher import MicroBatcher
 from serving.errors import install_error_handlers
 from serving.fast_path import openapi_with_bodies
+from serving.keys import HEADER
 from serving.metrics import MetricsMiddleware, ServiceMetrics
 from serving.model import load_model
 from serving.prediction_log import PredictionLog

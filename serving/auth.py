@@ -17,25 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException, Security
 from fastapi.security import APIKeyHeader
 
-HEADER = "X-API-Key"
-# 16 characters: a key that short from `secrets.token_urlsafe` still carries 96 bits.
-MIN_KEY_LENGTH = 16
-# What a header value can carry unchanged (no spaces, no commas: the lists' separator).
-_KEY = re.compile(r"[!-+\--~]+")
+from serving.keys import HEADER
+
 # Every rejection reads the same, missing key or wrong key: nothing that helps guessing.
 REJECTED = f"missing or invalid API key: send a valid key in the {HEADER} header"
 # RFC 9110 wants a challenge with a 401. There is no registered scheme for API keys; this
 # names the header, as FastAPI's own APIKeyHeader challenge ("APIKey") does not.
 CHALLENGE = f'APIKey header="{HEADER}"'
-NEW_KEY_HINT = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 # Declares the scheme in the OpenAPI document: /docs shows "Authorize" and sends the
 # header with "Try it out". auto_error=False: the rejection below is the only one.
@@ -74,43 +68,6 @@ class ApiKeys:
 def _digest(key: str) -> bytes:
     # Starlette decodes header values as latin-1: encoding back gives the bytes sent.
     return hashlib.sha256(key.encode("latin-1", errors="replace")).digest()
-
-
-def key_problem(key: str) -> str | None:
-    """Why ``key`` cannot be an API key, or None. Says nothing of the key itself (not
-    even its length)."""
-    if len(key) < MIN_KEY_LENGTH:
-        return f"a key is shorter than {MIN_KEY_LENGTH} characters; {NEW_KEY_HINT}"
-    if not _KEY.fullmatch(key):
-        return (
-            "a key holds a character a header cannot carry unchanged (a space, a comma or "
-            f"a non-ASCII character); {NEW_KEY_HINT}"
-        )
-    return None
-
-
-def parse_inline(text: str) -> list[str]:
-    """SERVING_API_KEYS: keys separated by commas (blanks around them ignored)."""
-    return [key.strip() for key in text.split(",") if key.strip()]
-
-
-def read_key_file(path: Path) -> list[str]:
-    """One key a line; blank lines and lines starting with # are left out."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a folder, not a file of keys") from None
-    except PermissionError:
-        raise ValueError(f"{path} is not readable by this user") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text (one key a line)") from None
-    lines = (line.strip() for line in text.splitlines())
-    keys = [line for line in lines if line and not line.startswith("#")]
-    if not keys:
-        raise ValueError(f"{path} holds no key (one a line; # starts a comment)")
-    return keys
 
 
 def unauthorized_response(problem: type[Any]) -> dict[int | str, dict[str, Any]]:

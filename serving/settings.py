@@ -14,7 +14,8 @@ from fraud_detection.io.prediction_log import SqliteStore, open_store, redact
 from fraud_detection.params import DEFAULT_MODEL_NAME
 from fraud_detection.registry import champion_uri
 from fraud_detection.workspace import PREDICTION_LOG
-from serving.auth import ApiKeys, key_problem, parse_inline, read_key_file
+from serving.auth import ApiKeys
+from serving.keys import key_problem, parse_keys, read_key_file
 
 ENV_PREFIX = "SERVING_"
 # Settings whose values are never shown, in an error message or anywhere else.
@@ -75,7 +76,7 @@ class Settings(BaseSettings):
     @classmethod
     def _inline_keys_are_usable(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            _check_keys(parse_inline(value.get_secret_value()))
+            _check_keys(parse_keys(value.get_secret_value()))
         return value
 
     @field_validator("api_keys_file")
@@ -97,7 +98,7 @@ class Settings(BaseSettings):
 
     def api_key_set(self) -> ApiKeys | None:
         """The keys callers must send, from both places; None when none is set."""
-        keys = parse_inline(self.api_keys.get_secret_value()) if self.api_keys else []
+        keys = parse_keys(self.api_keys.get_secret_value()) if self.api_keys else []
         if self.api_keys_file is not None:
             keys += read_key_file(self.api_keys_file)
         return ApiKeys(keys) if keys else None

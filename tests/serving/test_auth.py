@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fraud_detection.io.prediction_log import open_store
-from serving.auth import CHALLENGE, HEADER, MIN_KEY_LENGTH, REJECTED, ApiKeys, key_problem
+from serving.auth import CHALLENGE, REJECTED, ApiKeys
+from serving.keys import HEADER, MIN_KEY_LENGTH, key_problem
 from serving.settings import Settings, SettingsError, load_settings
 from tests.serving.conftest import API_KEYS, AppFactory, ServedModel, Service
 

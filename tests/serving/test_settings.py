@@ -4,6 +4,8 @@ bad variable (with a did-you-mean for typos)."""
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -194,3 +196,13 @@ def test_a_prediction_log_url_with_a_bad_port_stops_the_service_naming_it(monkey
     assert "SERVING_PREDICTION_LOG='postgresql://u:***@db:54x2/predictions'" in message
     assert "the port is not a number" in message
     assert "hunter2" not in message
+
+
+def test_the_readme_lists_every_setting():
+    """The README's table of SERVING_* variables and the settings model agree."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `SERVING_")]
+    listed = {
+        name for row in rows for name in re.findall(r"`(SERVING_[A-Z_]+)`", row.split("|")[1])
+    }
+    assert listed == {f"SERVING_{name.upper()}" for name in Settings.model_fields}
