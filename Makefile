@@ -38,7 +38,8 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 .PHONY: help install preflight train repro test test-fast lint format typecheck mlflow-ui bench dvc-deps \
 	push pull plots clean serve export-model docker-build docker-run test-image test-fresh bench-serving bench-replicas bench-dask deploy-files \
-	replay monitor monitor-ui bench-monitoring docs handbook notebook stack-up stack-down stack-status
+	replay monitor monitor-ui bench-monitoring docs handbook notebook stack-up stack-down stack-status \
+	audit
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -133,6 +134,19 @@ docker-build: export-model ## Build the serving image (IMAGE=fraud-detector:late
 
 docker-run: ## Run the serving image on port PORT (8000)
 	$(DOCKER) run --rm -p $(PORT):$(PORT) -e SERVING_PORT=$(PORT) $(IMAGE)
+
+# Every package uv.lock pins (all extras, the dev group, every Python and platform), exported
+# in the standard lock format that pip-audit reads whole. scripts/audit.py runs pip-audit with
+# --strict: a package it cannot check (its vulnerability data unreachable) fails the audit
+# instead of being skipped under "No known vulnerabilities found". AUDIT_ARGS go to pip-audit,
+# e.g. AUDIT_ARGS='--vulnerability-service osv' or '--ignore-vuln ID' (docs/security.md).
+AUDIT_DIR ?= build/audit
+AUDIT_ARGS ?=
+audit: $(INSTALLED) ## Check uv.lock's packages for known vulnerabilities; fails if one cannot be checked (docs/security.md)
+	@mkdir -p $(AUDIT_DIR)
+	$(UV) export --frozen --all-extras --group dev --no-emit-project --format pylock.toml \
+		--quiet -o $(AUDIT_DIR)/pylock.toml
+	python scripts/audit.py $(AUDIT_DIR) $(AUDIT_ARGS)
 
 # The champion comes from the local MLflow store: a fresh clone has none, so when the export
 # fails this trains one first (`make train`, a few minutes) and exports again.
