@@ -33,7 +33,7 @@ from fraud_detection.registry import champion_uri
 from stack.postgres import Postgres
 from stack.processes import StackError
 from stack.service import NotReady, Service
-from stack.settings import StackSettings, tracking_uri, variable
+from stack.settings import SERVING_USER, StackSettings, tracking_uri, variable
 
 # Caddy's active health checks: how often, and how long a replica may take to answer.
 HEALTH_INTERVAL = "1s"
@@ -92,6 +92,10 @@ class ApiReplica(Service):
             # The password is in the environment (its owner's to read), not the command.
             "SERVING_PREDICTION_LOG": postgres.prediction_log_url(),
             "SERVING_TRACKING_URI": tracking_uri(self.settings),
+            # The tracking server's read-only user (MLflow's client sends it): not the
+            # pipeline's, which a shell set up by `stack env` would pass on.
+            "MLFLOW_TRACKING_USERNAME": SERVING_USER,
+            "MLFLOW_TRACKING_PASSWORD": self.secrets.mlflow_serving_password,
         }
 
     def health(self) -> None:

@@ -1,5 +1,6 @@
 """Files of compose.yaml that are made from the code, not kept by hand: the balancer's
-Caddyfile comes from the same function as the process stack's, so the two cannot drift.
+Caddyfile and the tracking server's basic_auth.ini come from the same functions as the
+process stack's, so the two cannot drift.
 
 ``python -m stack.deploy`` rewrites them; tests/stack/test_deploy.py fails when a committed
 copy differs from what this makes."""
@@ -10,9 +11,12 @@ import sys
 from pathlib import Path
 
 from stack.api import balancer_config
-from stack.settings import REPO
+from stack.mlflow_auth import auth_config
+from stack.settings import AUTH_DATABASE, POSTGRES_ROLE, REPO, StackSettings
 
 COMPOSE_CADDYFILE = REPO / "deploy" / "compose" / "Caddyfile"
+# Copied into the tracking server's image (deploy/mlflow/Dockerfile).
+MLFLOW_AUTH_FILE = REPO / "deploy" / "mlflow" / "basic_auth.ini"
 # compose.yaml's replicas (services api-1, api-2) and the port each listens on.
 COMPOSE_REPLICAS = ("api-1", "api-2")
 SERVICE_PORT = 8000
@@ -30,8 +34,17 @@ def compose_caddyfile() -> str:
     )
 
 
+def compose_auth_config() -> str:
+    # compose.yaml's PostgreSQL service; its password comes from PGPASSWORD.
+    return auth_config(
+        admin_username=StackSettings.model_fields["mlflow_admin_username"].default,
+        database_url=f"postgresql+psycopg://{POSTGRES_ROLE}@postgres:5432/{AUTH_DATABASE}",
+        made_by="`python -m stack.deploy` for compose.yaml's mlflow service (stack/deploy.py)",
+    )
+
+
 def made_files() -> dict[Path, str]:
-    return {COMPOSE_CADDYFILE: compose_caddyfile()}
+    return {COMPOSE_CADDYFILE: compose_caddyfile(), MLFLOW_AUTH_FILE: compose_auth_config()}
 
 
 def main() -> int:

@@ -18,6 +18,7 @@ from psycopg import sql
 from stack.processes import StackError, StartError, check_socket_path
 from stack.service import NotReady, Service
 from stack.settings import (
+    AUTH_DATABASE,
     POSTGRES_ROLE,
     PREDICTIONS_DATABASE,
     prediction_log_url,
@@ -222,7 +223,8 @@ class Postgres(Service):
         self.create_role_and_databases()
 
     def create_role_and_databases(self) -> None:
-        """The stack's role and its databases, those missing (MLflow's, the log's)."""
+        """The stack's role and its databases, those missing (MLflow's runs, its users,
+        the prediction log)."""
         try:
             self._create_role_and_databases()
         except psycopg.Error as error:
@@ -238,7 +240,7 @@ class Postgres(Service):
                         sql.Identifier(ROLE), sql.Literal(self.secrets.postgres_password)
                     )
                 )
-            for database in (DATABASE, PREDICTIONS_DATABASE):
+            for database in (DATABASE, AUTH_DATABASE, PREDICTIONS_DATABASE):
                 if not connection.execute(
                     "SELECT 1 FROM pg_database WHERE datname = %s", [database]
                 ).fetchone():
@@ -248,10 +250,11 @@ class Postgres(Service):
                         )
                     )
 
-    def url(self) -> str:
-        """The SQLAlchemy URL MLflow stores its runs with (psycopg 3)."""
-        password = quote(self.secrets.postgres_password, safe="")
-        return f"postgresql+psycopg://{ROLE}:{password}@127.0.0.1:{self.port}/{DATABASE}"
+    def url(self, database: str = DATABASE, *, with_password: bool = True) -> str:
+        """The SQLAlchemy URL MLflow stores its runs with (psycopg 3); without the
+        password, for a file: the server then takes it from PGPASSWORD."""
+        password = ":" + quote(self.secrets.postgres_password, safe="") if with_password else ""
+        return f"postgresql+psycopg://{ROLE}{password}@127.0.0.1:{self.port}/{database}"
 
     def prediction_log_url(self) -> str:
         """SERVING_PREDICTION_LOG for the API replicas: one log they all write."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,6 +24,15 @@ DVC_REMOTE = "shared"
 # the API replicas' prediction log (its tables: fraud_detection.io.prediction_log).
 POSTGRES_ROLE = "mlflow"
 PREDICTIONS_DATABASE = "predictions"
+# The database of the tracking server's users and permissions (MLflow's basic-auth app).
+AUTH_DATABASE = "mlflow_auth"
+# The tracking server's users the stack keeps besides its admin: what `stack env` gives
+# clients (the pipeline: it writes runs and moves the aliases), and what the API
+# replicas load the champion with (read only).
+PIPELINE_USER = "pipeline"
+SERVING_USER = "serving"
+# MLflow refuses shorter passwords.
+MIN_PASSWORD = 12
 
 
 class SettingsError(ValueError):
@@ -49,6 +58,14 @@ class StackSettings(BaseSettings):
     weed_volume_port: int = Field(18080, ge=1024, le=65535 - GRPC_OFFSET)
     weed_filer_port: int = Field(18888, ge=1024, le=65535 - GRPC_OFFSET)
     mlflow_port: int = Field(15000, ge=1024, le=65535)
+    # The tracking server's admin (MLflow's basic-auth app), made at its first start.
+    mlflow_admin_username: str = Field("admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+    # Unset: generated once into secrets.env, like the Flask secret key of the server's
+    # login (CSRF) and the passwords of the users the stack keeps (docs/scaling.md).
+    mlflow_admin_password: SecretStr | None = None
+    mlflow_pipeline_password: SecretStr | None = None
+    mlflow_serving_password: SecretStr | None = None
+    mlflow_secret_key: SecretStr | None = None
     # The prediction API: this many replicas (processes), on api_replica_port + 1, + 2, ...,
     # behind a load balancer (Caddy) on api_port, whose admin API is on lb_admin_port.
     # 0: no API (the tracking services only).
@@ -72,6 +89,21 @@ class StackSettings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()
+
+    @field_validator("mlflow_admin_password", "mlflow_pipeline_password", "mlflow_serving_password")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here: the server would refuse it at start-up, in its log.
+        if value is not None and len(value.get_secret_value()) < MIN_PASSWORD:
+            raise ValueError(f"MLflow wants passwords of at least {MIN_PASSWORD} characters")
+        return value
+
+    @field_validator("mlflow_admin_username")
+    @classmethod
+    def _not_a_stack_user(cls, value: str) -> str:
+        if value in (PIPELINE_USER, SERVING_USER):
+            raise ValueError(f"{value!r} is a user the stack keeps: give the admin another name")
+        return value
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> StackSettings:
@@ -163,16 +195,20 @@ def _unknown_variables(env: dict[str, str]) -> list[str]:
 # ------------------------------------------------------------------------------ secrets
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Secrets:
-    """The S3 keys and the PostgreSQL password every service of one stack shares."""
+    """The keys and passwords the services of one stack share (never shown: repr=False)."""
 
-    s3_access_key: str
-    s3_secret_key: str
-    postgres_password: str
+    s3_access_key: str = dataclasses.field(repr=False)
+    s3_secret_key: str = dataclasses.field(repr=False)
+    postgres_password: str = dataclasses.field(repr=False)
+    mlflow_admin_password: str = dataclasses.field(repr=False)
+    mlflow_pipeline_password: str = dataclasses.field(repr=False)
+    mlflow_serving_password: str = dataclasses.field(repr=False)
+    mlflow_secret_key: str = dataclasses.field(repr=False)
 
 
-_SECRET_FIELDS = ("s3_access_key", "s3_secret_key", "postgres_password")
+_SECRET_FIELDS = tuple(f.name for f in dataclasses.fields(Secrets))
 
 
 def load_secrets(settings: StackSettings) -> Secrets:
@@ -239,12 +275,15 @@ def api_url(settings: StackSettings) -> str:
 
 
 def client_env(settings: StackSettings | None = None) -> dict[str, str]:
-    """The variables a client of the stack needs: MLflow's tracking URI, and the S3
-    endpoint and keys for DVC or boto3 (MLflow's artifacts go through its server)."""
+    """The variables a client of the stack needs: MLflow's tracking URI and the pipeline
+    user's credentials (MLflow's client sends them), and the S3 endpoint and keys for DVC
+    or boto3 (MLflow's artifacts go through its server)."""
     settings = settings or load_settings()
     keys = load_secrets(settings)
     return {
         "MLFLOW_TRACKING_URI": tracking_uri(settings),
+        "MLFLOW_TRACKING_USERNAME": PIPELINE_USER,
+        "MLFLOW_TRACKING_PASSWORD": keys.mlflow_pipeline_password,
         "AWS_ENDPOINT_URL": s3_endpoint(settings),
         "MLFLOW_S3_ENDPOINT_URL": s3_endpoint(settings),
         "AWS_ACCESS_KEY_ID": keys.s3_access_key,

@@ -1,5 +1,7 @@
 """The stack for real: `python -m stack up` (cold, again, warm), MLflow runs and artifacts
-through the server into the bucket, `down` leaving no process and no port behind."""
+through the server into the bucket, `down` leaving no process and no port behind; the
+server's logins: nothing without credentials, each user what it was granted, the users
+kept (and passwords changed in the settings applied) across a restart."""
 
 from __future__ import annotations
 
@@ -8,13 +10,14 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from stack.cli import all_services
 from stack.processes import (
@@ -28,7 +31,14 @@ from stack.processes import (
     stop,
 )
 from stack.s3 import SeaweedS3
-from stack.settings import StackSettings, api_url, load_secrets, tracking_uri
+from stack.settings import (
+    PIPELINE_USER,
+    SERVING_USER,
+    StackSettings,
+    api_url,
+    load_secrets,
+    tracking_uri,
+)
 from tests.stack.helpers import run_stack, stack_env
 
 pytestmark = pytest.mark.slow
@@ -36,6 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 # The default stack: the tracking services, two API replicas, the balancer.
 SERVICES = all_services(StackSettings.model_construct())
 NAMES = [service.name for service in SERVICES]
+MODEL = "stack-test-model"
 UP_LINE = re.compile(r"^(?P<name>[\w-]+): up in (?P<seconds>\d+\.\d) s \(port (?P<port>\d+), .+\)$")
 
 
@@ -98,9 +109,89 @@ def listening_addresses(pids: set[int]) -> set[str]:
     return found
 
 
+def log_in(monkeypatch: pytest.MonkeyPatch, user: str | None, password: str = "") -> None:
+    """What MLflow's client sends the server from now on (None: no credentials)."""
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    if user is not None:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+
+
+# MLflow's error codes for the server's 401 and 403.
+UNAUTHENTICATED, PERMISSION_DENIED = "UNAUTHENTICATED", "PERMISSION_DENIED"
+
+
+def refused(call: Callable[[], object]) -> str:
+    """MLflow's error code for the server's refusal of ``call`` (it must refuse)."""
+    with pytest.raises(MlflowException) as raised:
+        call()
+    return str(raised.value.error_code)
+
+
+def check_logins(settings: StackSettings, monkeypatch: pytest.MonkeyPatch, run_id: str) -> None:
+    """Without credentials, or with a wrong password, nothing; the replicas' user reads
+    and may not move the champion."""
+    client = MlflowClient(tracking_uri=tracking_uri(settings))
+    experiment = client.get_run(run_id).info.experiment_id
+    log_in(monkeypatch, None)
+    assert refused(lambda: client.search_runs([experiment])) == UNAUTHENTICATED
+    assert refused(lambda: client.get_run(run_id)) == UNAUTHENTICATED
+    assert refused(lambda: client.set_registered_model_alias(MODEL, "champion", "2")) == (
+        UNAUTHENTICATED
+    )
+    log_in(monkeypatch, PIPELINE_USER, "not-the-pipeline-password")
+    assert refused(lambda: client.get_run(run_id)) == UNAUTHENTICATED
+    log_in(monkeypatch, SERVING_USER, load_secrets(settings).mlflow_serving_password)
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+    assert refused(lambda: client.set_registered_model_alias(MODEL, "challenger", "1")) == (
+        PERMISSION_DENIED
+    )
+
+
+# The restart's: the admin's and the pipeline's passwords changed, the serving user's not.
+NEW_PASSWORDS = {
+    "STACK_MLFLOW_ADMIN_PASSWORD": "a-new-admin-password",
+    "STACK_MLFLOW_PIPELINE_PASSWORD": "a-new-pipeline-password",
+}
+
+
+def warm_up_with_new_passwords(stack: Stack) -> dict[str, float]:
+    """`up` on the stopped stack, the passwords changed; each service's start time."""
+    stack.env |= NEW_PASSWORDS
+    warm = stack.run("up")
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    stack.remember()
+    assert stack.run("status").returncode == 0  # its health check logs every user in
+    return up_seconds(warm.stdout)
+
+
+def check_after_the_restart(
+    settings: StackSettings, monkeypatch: pytest.MonkeyPatch, experiment: str, run_id: str
+) -> None:
+    """The data survived: the run and its artifact, through the restarted servers. The
+    users and their grants are kept; the new passwords are the server's."""
+    client = MlflowClient(tracking_uri=tracking_uri(settings))
+    log_in(monkeypatch, PIPELINE_USER, NEW_PASSWORDS["STACK_MLFLOW_PIPELINE_PASSWORD"])
+    assert client.get_run(run_id).info.experiment_id == experiment
+    assert [a.path for a in client.list_artifacts(run_id)] == ["note.txt"]
+    client.set_registered_model_alias(MODEL, "challenger", "1")
+    log_in(monkeypatch, SERVING_USER, load_secrets(settings).mlflow_serving_password)
+    assert client.get_model_version_by_alias(MODEL, "challenger").version == "1"
+    log_in(monkeypatch, PIPELINE_USER, load_secrets(settings).mlflow_pipeline_password)
+    assert refused(lambda: client.get_run(run_id)) == UNAUTHENTICATED  # the old password
+    admin = httpx.get(
+        f"{tracking_uri(settings)}/api/2.0/mlflow/users/current",
+        auth=(settings.mlflow_admin_username, NEW_PASSWORDS["STACK_MLFLOW_ADMIN_PASSWORD"]),
+        timeout=10,
+    )
+    assert admin.status_code == 200, admin.text
+
+
 def use_mlflow(settings: StackSettings, folder: Path) -> tuple[str, str]:
     """An experiment and a run with a metric and an artifact, through the server; the
-    artifact must be in the bucket and on no local disk."""
+    artifact must be in the bucket and on no local disk. The run's folder is registered
+    as a model whose champion is its version 1."""
     client = MlflowClient(tracking_uri=tracking_uri(settings))
     experiment = client.create_experiment(f"stack-test-{time.time_ns()}")
     run = client.create_run(experiment)
@@ -111,6 +202,10 @@ def use_mlflow(settings: StackSettings, folder: Path) -> tuple[str, str]:
         client.log_artifact(run.info.run_id, str(note))
     client.set_terminated(run.info.run_id)
     assert client.get_run(run.info.run_id).data.metrics == {"auc": 0.91}
+    client.create_registered_model(MODEL)
+    source = f"{run.info.artifact_uri}/note.txt"
+    version = client.create_model_version(MODEL, source, run_id=run.info.run_id).version
+    client.set_registered_model_alias(MODEL, "champion", version)
 
     bucket = SeaweedS3(settings, load_secrets(settings)).client()
     listed = bucket.list_objects_v2(Bucket=settings.mlflow_bucket, Prefix="artifacts/")
@@ -164,7 +259,9 @@ def test_up_use_down_and_a_warm_restart(stack: Stack, monkeypatch: pytest.Monkey
 
     pids = {pid for state in first.values() for pid in session_pids(state.pid)}
     assert listening_addresses(pids) == {"0100007F"}  # 127.0.0.1 only
+    log_in(monkeypatch, PIPELINE_USER, load_secrets(settings).mlflow_pipeline_password)
     experiment, run_id = use_mlflow(settings, stack.folder)
+    check_logins(settings, monkeypatch, run_id)
     wrong = replace(load_secrets(settings), s3_secret_key="not-the-key")
     with pytest.raises(StackError, match="rejected the credentials"):
         SeaweedS3(settings, wrong).health()
@@ -180,14 +277,8 @@ def test_up_use_down_and_a_warm_restart(stack: Stack, monkeypatch: pytest.Monkey
     assert "nothing runs" in stack.run("down").stdout
     assert stack.run("status").returncode == 3
 
-    warm = stack.run("up")
-    assert warm.returncode == 0, warm.stdout + warm.stderr
-    warm_seconds = up_seconds(warm.stdout)
-    stack.remember()
-    client = MlflowClient(tracking_uri=tracking_uri(settings))
-    # The data survived: the run and its artifact, through the restarted servers.
-    assert client.get_run(run_id).info.experiment_id == experiment
-    assert [a.path for a in client.list_artifacts(run_id)] == ["note.txt"]
+    warm_seconds = warm_up_with_new_passwords(stack)
+    check_after_the_restart(settings, monkeypatch, experiment, run_id)
     assert stack.run("down").returncode == 0
     assert not any(is_ours(state) for state in stack.seen)
     print(

@@ -18,7 +18,10 @@ from stack.service import NotReady
 from stack.settings import Secrets, StackSettings
 from tests.stack.helpers import free_ports
 
-SECRETS = Secrets("STACKKEY", "secret", "password")
+SECRETS = Secrets(
+    **dict.fromkeys(Secrets.__dataclass_fields__, "a-secret-of-the-test")
+    | {"s3_access_key": "STACKKEY"}
+)
 
 
 def rejecting(code: str) -> type[BaseHTTPRequestHandler]:

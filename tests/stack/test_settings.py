@@ -11,7 +11,9 @@ import pytest
 
 from stack.settings import (
     DVC_REMOTE,
+    PIPELINE_USER,
     REPO,
+    Secrets,
     SettingsError,
     StackSettings,
     client_env,
@@ -57,7 +59,25 @@ def test_secrets_are_generated_once_into_a_private_file(tmp_path: Path) -> None:
     first = load_secrets(settings)
     assert stat.S_IMODE(settings.secrets_file.stat().st_mode) == 0o600
     assert load_secrets(settings) == first  # the same ones every time
-    assert len({first.s3_access_key, first.s3_secret_key, first.postgres_password}) == 3
+    values = [getattr(first, name) for name in Secrets.__dataclass_fields__]
+    assert len(set(values)) == len(values) == 7
+    assert all(len(value) >= 12 for value in values)  # MLflow's rule for its passwords
+    assert all(value not in repr(first) for value in values)
+
+
+def test_the_tracking_server_s_users_are_checked_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STACK_MLFLOW_ADMIN_PASSWORD", "short")
+    monkeypatch.setenv("STACK_MLFLOW_ADMIN_USERNAME", PIPELINE_USER)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "STACK_MLFLOW_ADMIN_PASSWORD=<secret>: Value error, MLflow wants passwords of at " in (
+        message
+    )
+    assert "short" not in message
+    assert "'pipeline' is a user the stack keeps: give the admin another name" in message
 
 
 def test_given_secrets_win_and_the_rest_are_kept(tmp_path: Path) -> None:
@@ -75,6 +95,8 @@ def test_client_env_matches_the_settings(tmp_path: Path) -> None:
     password = quote(keys.postgres_password, safe="")
     assert env == {
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:16000",
+        "MLFLOW_TRACKING_USERNAME": "pipeline",
+        "MLFLOW_TRACKING_PASSWORD": keys.mlflow_pipeline_password,
         "AWS_ENDPOINT_URL": "http://127.0.0.1:18500",
         "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:18500",
         "AWS_ACCESS_KEY_ID": keys.s3_access_key,
