@@ -47,6 +47,25 @@ COPY serving ./serving
 RUN uv sync --frozen --no-dev --extra serve --no-editable --compile-bytecode
 
 # ---------------------------------------------------------------------------------------
+# SBOM (`make sbom`, which builds --target sbom): the CycloneDX bill of materials of
+# /opt/venv, which the runtime stage copies as it is, for a scanner elsewhere
+# (docs/security.md). No stage below builds on this one, so a plain build skips it and the
+# image holds neither the tool nor the file: a scanner given the image reads the venv's own
+# metadata, and a copy inside would add nothing it cannot read there.
+FROM builder AS sbom
+
+# cyclonedx-bom at the version uv.lock's dev group pins, with its dependencies at theirs
+# (the group's export is the constraint), in a venv of its own: /opt/venv stays exactly
+# what the image ships, which is what the SBOM lists. --output-reproducible: no timestamp
+# or random serial number, so the same venv gives the same file.
+RUN uv export --frozen --only-group dev --no-emit-project --no-hashes --quiet -o /tmp/dev.txt \
+    && uv venv --quiet /opt/sbom-tool \
+    && uv pip install --quiet --python /opt/sbom-tool/bin/python --constraint /tmp/dev.txt \
+        cyclonedx-bom \
+    && /opt/sbom-tool/bin/cyclonedx-py environment --output-reproducible \
+        --pyproject pyproject.toml -o /sbom.cdx.json /opt/venv/bin/python
+
+# ---------------------------------------------------------------------------------------
 # Runtime: the base image, the venv and the model; no uv, no pip cache, no sources.
 FROM ${BASE_IMAGE}
 

@@ -39,7 +39,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 .PHONY: help install preflight train repro test test-fast lint format typecheck mlflow-ui bench dvc-deps \
 	push pull plots clean serve export-model docker-build docker-run test-image test-fresh bench-serving bench-replicas bench-dask deploy-files \
 	replay monitor monitor-ui bench-monitoring docs handbook notebook stack-up stack-down stack-status \
-	audit
+	audit sbom
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\n"} \
@@ -147,6 +147,18 @@ audit: $(INSTALLED) ## Check uv.lock's packages for known vulnerabilities; fails
 	$(UV) export --frozen --all-extras --group dev --no-emit-project --format pylock.toml \
 		--quiet -o $(AUDIT_DIR)/pylock.toml
 	python scripts/audit.py $(AUDIT_DIR) $(AUDIT_ARGS)
+
+# The CycloneDX SBOM of the serving image's venv, made in the Dockerfile's `sbom` stage (from
+# the builder's /opt/venv, which the image copies as it is; the image itself holds no SBOM
+# tool). Needs no model: the stage does not reach the runtime stage.
+SBOM_IMAGE ?= localhost/fraud-detector-sbom:latest
+sbom: ## CycloneDX SBOM of the serving image's packages, built with podman (build/sbom.cdx.json)
+	@mkdir -p build
+	bash "$(CONTAINER_SH)" build --target sbom -t $(SBOM_IMAGE) .
+	bash "$(CONTAINER_SH)" run --rm $(SBOM_IMAGE) cat /sbom.cdx.json > build/sbom.cdx.json.tmp
+	@mv build/sbom.cdx.json.tmp build/sbom.cdx.json
+	@$(PYTHON) -c "import json; bom = json.load(open('build/sbom.cdx.json')); print('build/sbom.cdx.json:', \
+		len(bom['components']), 'packages, CycloneDX', bom['specVersion'])"
 
 # The champion comes from the local MLflow store: a fresh clone has none, so when the export
 # fails this trains one first (`make train`, a few minutes) and exports again.

@@ -63,7 +63,7 @@ LONG_RUNNING: dict[str, tuple[str, str]] = {
     "monitor-ui": ("MONITOR_UI_PORT", "/"),
 }
 # make targets that need a container engine, and tools with nothing of ours to check.
-ENGINE_TARGETS = frozenset({"docker-build", "docker-run", "test-image"})
+ENGINE_TARGETS = frozenset({"docker-build", "docker-run", "test-image", "sbom"})
 # The system package managers' lines are checked against the preflight (tests/test_docs.py).
 UNCHECKED_TOOLS = frozenset(
     {"echo", "head", "sqlite3", "uv", "sudo", "xcode-select", "brew", "git"}

@@ -6,12 +6,15 @@ Builds the image from the repository (build/model must hold an exported model), 
 detached on a free port, waits for /ready, checks /health, /ready, /predict, /predict/batch,
 /model, /metrics and the image's HEALTHCHECK, checks that it runs as a non-root user and
 holds no training, monitoring or CUDA packages, stops it with SIGTERM and checks that it exits
-with 0 after closing the prediction log. Then it runs the docs' Docker commands (the
-blocks marked `<!-- docs-check: docker -->`, tests/docs_commands.py) with this engine and
-this image, and sends every container they start the docs' curl commands (the blocks
-marked `server`). Containers are always removed. Any failed step
-ends the run with exit code 1 and names the step. The figures (build time, image size,
-time to ready, time to stop) are printed and written to benchmarks/results/image.json.
+with 0 after closing the prediction log. It builds the SBOM (`make sbom`: the Dockerfile's
+sbom stage, on the builder's cached layers) and checks that it lists exactly the packages
+the running image has, at the versions uv.lock pins for the image's Python. Then it runs
+the docs' Docker commands (the blocks marked `<!-- docs-check: docker -->`,
+tests/docs_commands.py) with this engine and this image, and sends every container they
+start the docs' curl commands (the blocks marked `server`). Containers are always
+removed. Any failed step ends the run with exit code 1 and names the step. The figures
+(build time, image size, time to ready, time to stop, the SBOM's package count) are
+printed and written to benchmarks/results/image.json.
 
 Not a pytest module (no test_ prefix): it needs a container engine, which `make test` does
 not. The engine is reached through container.sh (podman with Docker's build/run syntax).
@@ -41,6 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import Requirement
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script: tests.docs_commands must be importable
 from tests.docs_commands import (  # noqa: E402
@@ -57,6 +62,12 @@ CONTAINER_SH_CANDIDATES = (
     Path("/work/shared/container/container.sh"),
 )
 MODEL_DIR = ROOT / "build/model"
+SBOM_FILE = ROOT / "build/sbom.cdx.json"  # where `make sbom` writes it
+UV = ROOT / ".tools/bin/uv"
+# What the builder installs (Dockerfile), as requirements: the SBOM must match it exactly.
+SERVE_EXPORT = ("export", "--frozen", "--no-dev", "--extra", "serve", "--no-emit-project")
+# ... and name these at the versions uv.lock pins (the service's and the models' stacks).
+SBOM_NAMED = ("fastapi", "scikit-learn", "xgboost-cpu", "lightgbm")
 RESULTS = ROOT / "benchmarks/results/image.json"
 BATCH_ROWS = 100
 # Packages the serving image must not contain (training, monitoring, dev tools).
@@ -128,6 +139,8 @@ def main() -> int:
         step = "build"
         if not args.no_build:
             figures |= _build(engine, args.tag)
+        step = "sbom"
+        bom = _build_sbom(engine, args.tag)
         step = "inspect image"
         figures |= _inspect_image(engine, args.tag, args.base)
         step = "run"
@@ -143,7 +156,9 @@ def main() -> int:
             step = "user"
             _check_user(engine, name)
             step = "packages"
-            _check_packages(engine, name)
+            probe = _check_packages(engine, name)
+            step = "sbom"
+            figures["sbom_packages"] = _check_sbom(bom, probe)
             step = "healthcheck"
             _check_healthcheck(engine, name)
             step = "stop"
@@ -415,16 +430,27 @@ for name in absent + present:
 from importlib import metadata
 names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in metadata.distributions()}
 cuda = sorted(n for n in names if n.startswith("nvidia-") or n.endswith(("-cu12", "-cu13")))
+# Every distribution and the interpreter's marker values: what the SBOM is checked against.
+import os, platform
+dists = sorted({(d.metadata["Name"] or "", d.version) for d in metadata.distributions()})
+markers = {"python_full_version": platform.python_version(),
+           "python_version": ".".join(platform.python_version_tuple()[:2]),
+           "sys_platform": sys.platform, "platform_machine": platform.machine(),
+           "platform_system": platform.system(), "os_name": os.name,
+           "implementation_name": sys.implementation.name,
+           "platform_python_implementation": platform.python_implementation()}
 import numpy as np, xgboost, lightgbm
 X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
 p = xgboost.XGBClassifier(n_estimators=3, n_jobs=1).fit(X, y).predict_proba(X)
 q = lightgbm.LGBMClassifier(n_estimators=3, min_child_samples=2, verbose=-1).fit(X, y)
 print(json.dumps({"found": found, "cuda": cuda, "xgboost": xgboost.__version__,
-                  "xgb_rows": len(p), "lgbm_rows": len(q.predict_proba(X))}))
+                  "xgb_rows": len(p), "lgbm_rows": len(q.predict_proba(X)),
+                  "distributions": dists, "markers": markers}))
 """
 
 
-def _check_packages(engine: Engine, name: str) -> None:
+def _check_packages(engine: Engine, name: str) -> dict[str, Any]:
+    """Checks what the image holds; returns the probe's findings (the SBOM check uses them)."""
     out = engine.podman(
         "exec",
         name,
@@ -450,6 +476,101 @@ def _check_packages(engine: Engine, name: str) -> None:
         "lightgbm train and predict",
         flush=True,
     )
+    return dict(probe)
+
+
+def _build_sbom(engine: Engine, tag: str) -> dict[str, Any]:
+    """`make sbom` with this engine (the sbom stage on the builder's cached layers): the
+    SBOM it writes, build/sbom.cdx.json."""
+    sbom_tag = _sbom_tag(tag)
+    sbom_image = f"SBOM_IMAGE={sbom_tag}"
+    previous = engine.podman("image", "inspect", "--format", "{{.Id}}", sbom_tag, check=False)
+    started = time.perf_counter()
+    done = subprocess.run(
+        ["make", "--no-print-directory", "sbom", f"CONTAINER_SH={engine.script}", sbom_image],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = "".join(
+        line for line in (done.stdout + done.stderr).splitlines(True) if not NOISE.search(line)
+    )
+    _expect(done.returncode == 0, "sbom", f"make sbom exited {done.returncode}:\n{output[-3000:]}")
+    current = engine.podman("image", "inspect", "--format", "{{.Id}}", sbom_tag, step="sbom")
+    if previous and previous != current:
+        engine.podman("rmi", previous, check=False)  # as for the image: no pile of old ones
+    print(f"{output.strip().splitlines()[-1]} ({time.perf_counter() - started:.1f} s)", flush=True)
+    bom: dict[str, Any] = json.loads(SBOM_FILE.read_text())
+    return bom
+
+
+def _sbom_tag(tag: str) -> str:
+    """localhost/fraud-detector:test -> localhost/fraud-detector-sbom:test."""
+    repository, colon, version = tag.rpartition(":")
+    if not colon or "/" in version:  # no tag given (what precedes ':' was a registry's port)
+        repository, version = tag, "latest"
+    return f"{repository}-sbom:{version}"
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _check_sbom(bom: dict[str, Any], probe: dict[str, Any]) -> int:
+    """The SBOM lists what the running image has, exactly, at the versions uv.lock pins for
+    the image's interpreter; every package has the purl a scanner matches on. Returns the
+    number of packages it lists."""
+    _expect(bom.get("bomFormat") == "CycloneDX", "sbom", f"not CycloneDX: {bom.get('bomFormat')}")
+    listed = {}
+    for component in bom.get("components", []):
+        key, version = _canonical(component["name"]), component.get("version")
+        purl = f"pkg:pypi/{key}@{version}"
+        _expect(component.get("purl") == purl, "sbom", f"{key}: purl {component.get('purl')}")
+        listed[key] = version
+    root = bom["metadata"]["component"]
+    image = {_canonical(name): version for name, version in probe["distributions"]}
+    _expect(
+        image.pop(_canonical(root["name"]), None) == root["version"],
+        "sbom",
+        f"the SBOM's subject {root['name']} {root['version']} is not the image's project",
+    )
+    _expect(listed == image, "sbom", _difference(listed, image, "the image"))
+    pinned = _serve_pins(probe["markers"])
+    _expect(listed == pinned, "sbom", _difference(listed, pinned, "uv.lock's serve extra"))
+    named = ", ".join(f"{name} {listed.get(name)}" for name in SBOM_NAMED)
+    _expect(all(name in listed for name in SBOM_NAMED), "sbom", f"the SBOM lacks one of {named}")
+    print(
+        f"sbom ok: {len(listed)} packages, as in the image and as uv.lock pins them ({named}), "
+        f"each with its purl -> {SBOM_FILE.relative_to(ROOT)}",
+        flush=True,
+    )
+    return len(listed)
+
+
+def _serve_pins(markers: dict[str, str]) -> dict[str, str]:
+    """What uv.lock pins for the serve extra, for an interpreter with these marker values."""
+    exported = subprocess.run(
+        [str(UV), *SERVE_EXPORT, "--no-hashes", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    pins = {}
+    for line in exported.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate(markers):
+            pins[_canonical(requirement.name)] = str(requirement.specifier).removeprefix("==")
+    return pins
+
+
+def _difference(sbom: dict[str, str], other: dict[str, str], name: str) -> str:
+    ours = ", ".join(f"{k} {v}" for k, v in sorted(sbom.items()) if other.get(k) != v)
+    theirs = ", ".join(f"{k} {v}" for k, v in sorted(other.items()) if sbom.get(k) != v)
+    return f"the SBOM and {name} differ: only in the SBOM {ours or '-'}; in {name} {theirs or '-'}"
 
 
 def _check_healthcheck(engine: Engine, name: str) -> None:
