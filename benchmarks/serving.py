@@ -356,9 +356,12 @@ def _wrk(
     seconds: float,
     threads: int = 1,
     strict: bool = True,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One wrk run. ``strict``: any error or non-2xx answer fails the benchmark (a
-    throughput of error responses is not a throughput)."""
+    throughput of error responses is not a throughput). ``headers``: sent with each
+    request, on top of the script's Content-Type."""
+    header_options = [f"-H{name}: {value}" for name, value in (headers or {}).items()]
     completed = subprocess.run(
         [
             "wrk",
@@ -369,6 +372,7 @@ def _wrk(
             "10s",
             "-s",
             str(SCRATCH / "post.lua"),
+            *header_options,
             url,
         ],
         env={**os.environ, "BODY_FILE": str(body)},

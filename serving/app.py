@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
-from fastapi import FastAPI, Security
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from fraud_detection.errors import ModelLoadError
 from fraud_detection.io.prediction_log import open_store
-from serving.auth import require_api_key, unauthorized_response
+from serving.auth import ApiKeyMiddleware
 from serving.batcher import MicroBatcher
 from serving.errors import install_error_handlers
 from serving.fast_path import openapi_with_bodies
@@ -25,9 +25,8 @@ from serving.model import load_model
 from serving.prediction_log import PredictionLog
 from serving.routers import health, metrics, service
 from serving.routers.predict import predict_router, unavailable_router
-from serving.schemas import Problem
 from serving.settings import Settings, load_settings
-from serving.state import Guard, ServiceState, state_of
+from serving.state import ServiceState, state_of
 
 logger = logging.getLogger("serving")
 
@@ -64,22 +63,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         commit=settings.log_commit,
         timeout_seconds=settings.log_timeout_seconds,
     )
-    keys = settings.api_key_set()
-    # Every router but /health's is included with this (the prediction routes too, once
-    # the lifespan has built them): off, an empty list, so no check runs at all.
-    guard = (
-        Guard([Security(require_api_key(keys))], unauthorized_response(Problem))
-        if keys
-        else Guard()
-    )
-    state = ServiceState(settings=settings, metrics=service_metrics, log=log, guard=guard)
+    state = ServiceState(settings=settings, metrics=service_metrics, log=log)
     app.state.service = state
+    keys = settings.api_key_set()
+    if keys:
+        # Inside the metrics middleware (added after it is outer): 401s are counted too.
+        app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(MetricsMiddleware, metrics=service_metrics)
     install_error_handlers(app)
     app.include_router(health.router)
-    guard.include(app, service.router)
-    guard.include(app, metrics.router)
-    app.openapi = lambda: openapi_with_bodies(app, state.body_models)  # type: ignore[method-assign]
+    app.include_router(service.router)
+    app.include_router(metrics.router)
+    app.openapi = lambda: openapi_with_bodies(  # type: ignore[method-assign]
+        app, state.body_models, api_keys=keys is not None
+    )
     return app
 
 
@@ -112,14 +109,14 @@ def _load(app: FastAPI, state: ServiceState) -> None:
         # Choice (README "Serving"): stay up, /health 200, /ready and /predict 503 with why.
         state.model_error = str(error)
         logger.error("no model loaded, /ready answers 503: %s", error)
-        state.guard.include(app, unavailable_router(str(error)))
+        app.include_router(unavailable_router(str(error)))
         service_metrics.model_loaded.set(0)
         return
     state.model = model
     # Scores with whatever model state holds when it scores (a test may swap it).
     state.batcher = MicroBatcher(partial(_score_with_current_model, state))
     router, body_models = predict_router(model, settings.max_batch_rows)
-    state.guard.include(app, router)
+    app.include_router(router)
     state.body_models = body_models
     service_metrics.model_loaded.set(1)
     service_metrics.model_info.labels(

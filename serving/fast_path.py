@@ -11,6 +11,8 @@ The prediction endpoints are the hot path, so they skip FastAPI's generic body h
 * Because FastAPI does not see those bodies, ``openapi_with_bodies`` registers the
   schema-built models as OpenAPI components, so /docs still shows (and lets a user try)
   the real request bodies; ``documented_body`` points a route at its component.
+* The API-key check, when keys are set, is a pure ASGI middleware (serving/auth.py), not
+  a dependency the routes resolve per request; ``openapi_with_bodies`` declares it.
 
 Everything else in the service uses FastAPI the ordinary way.
 """
@@ -26,6 +28,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 
+from serving.auth import declare_in_openapi
 from serving.dependencies import check_json_content_type
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -56,8 +59,11 @@ def documented_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def openapi_with_bodies(app: FastAPI, body_models: list[type[BaseModel]]) -> dict[str, Any]:
-    """FastAPI's document plus the schema-built request bodies, made once."""
+def openapi_with_bodies(
+    app: FastAPI, body_models: list[type[BaseModel]], *, api_keys: bool = False
+) -> dict[str, Any]:
+    """FastAPI's document plus the schema-built request bodies and, with ``api_keys``,
+    the API-key scheme on every guarded operation (serving/auth.py); made once."""
     if app.openapi_schema is None:
         document = get_openapi(
             title=app.title,
@@ -76,6 +82,8 @@ def openapi_with_bodies(app: FastAPI, body_models: list[type[BaseModel]]) -> dic
             )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(definitions.get("$defs", {}))
+        if api_keys:
+            declare_in_openapi(document)
         app.openapi_schema = document
     return app.openapi_schema
 

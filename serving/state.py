@@ -4,9 +4,8 @@ filled in by the lifespan, instead of loose ``app.state`` attributes."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from serving.batcher import MicroBatcher
@@ -14,18 +13,6 @@ from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel
 from serving.prediction_log import PredictionLog
 from serving.settings import Settings
-
-
-@dataclass(frozen=True)
-class Guard:
-    """What every router but /health's is included with: the API-key check and its 401
-    in the OpenAPI document. Without keys both are empty, so no check runs at all."""
-
-    dependencies: list[Any] = field(default_factory=list)
-    responses: dict[int | str, dict[str, Any]] = field(default_factory=dict)
-
-    def include(self, app: FastAPI, router: APIRouter) -> None:
-        app.include_router(router, dependencies=self.dependencies, responses=self.responses)
 
 
 @dataclass
@@ -41,7 +28,6 @@ class ServiceState:
     batcher: MicroBatcher | None = None
     # The schema-built request bodies, for the OpenAPI document (serving/fast_path.py).
     body_models: list[type[BaseModel]] = field(default_factory=list)
-    guard: Guard = field(default_factory=Guard)
 
 
 def state_of(app: FastAPI) -> ServiceState:

@@ -250,3 +250,31 @@ def test_the_real_service_checks_keys_and_logs_none(keyed_service: Service, serv
     output = keyed_service.output()
     assert "API keys: 2 accepted" in output
     assert all(key not in output for key in API_KEYS)
+
+
+def test_a_path_nobody_listed_is_guarded_too(keyed: TestClient):
+    # An allow-list of open paths: a route added later needs a key without anyone
+    # remembering it, and a caller without one cannot even learn which paths exist.
+    assert keyed.get("/no-such-route").status_code == 401
+    assert keyed.get("/no-such-route", headers={HEADER: API_KEYS[0]}).status_code == 404
+    assert keyed.get("/healthz").status_code == 401  # not /health
+
+
+def test_the_pages_that_take_a_key_are_open(keyed: TestClient):
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert keyed.get(path).status_code == 200, path
+    page = keyed.get("/docs").text
+    script = next(part.split('"')[0] for part in page.split('src="')[1:] if "static" in part)
+    assert keyed.get(script).status_code == 200, script
+
+
+def test_a_rejection_keeps_the_services_error_shape(keyed: TestClient, served: ServedModel):
+    answer = keyed.post("/predict", json=served.legit_row, headers={"X-Request-ID": "abc-1"})
+    assert answer.json() == {"detail": REJECTED, "request_id": "abc-1"}
+    assert answer.headers["content-type"] == "application/json"
+
+
+def test_a_rejection_is_counted_in_the_metrics(keyed: TestClient, served: ServedModel):
+    keyed.post("/predict", json=served.legit_row)
+    metrics = keyed.get("/metrics", headers={HEADER: API_KEYS[0]}).text
+    assert any('status="401"' in line for line in metrics.splitlines()), metrics[:2000]
