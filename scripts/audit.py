@@ -184,7 +184,7 @@ def _vulnerability_lines(vulnerable: list[dict[str, Any]], locked: int) -> list[
     count = len(lines)
     lines.append(
         f"audit: FAILED: {count} known vulnerabilit{'y' if count == 1 else 'ies'} in "
-        f"{len(vulnerable)} of the {locked} locked packages: upgrade them (uv lock "
+        f"{len(vulnerable)} of the {locked} locked packages: upgrade them (.tools/bin/uv lock "
         "--upgrade-package NAME), or, once judged harmless here, pass "
         "AUDIT_ARGS='--ignore-vuln ID'"
     )
