@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections import Counter
@@ -77,6 +78,18 @@ class Outcome:
             )
 
 
+# The service's API key, when it has keys (docs/security.md): a client's variable, not one
+# of the service's SERVING_* settings. Sent in the header the service reads.
+API_KEY_ENV = "FRAUD_API_KEY"
+API_KEY_HEADER = "X-API-Key"
+
+
+def key_headers() -> dict[str, str]:
+    """The X-API-Key header from FRAUD_API_KEY, or none."""
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return {API_KEY_HEADER: key} if key else {}
+
+
 def served_schema(client: httpx.Client) -> FeatureSchema:
     """The schema of the model the service runs (GET /ready, then GET /model)."""
     try:
@@ -86,6 +99,13 @@ def served_schema(client: httpx.Client) -> FeatureSchema:
             f"no service answers at {client.base_url} ({error}); start it with `make serve` "
             "(or `make docker-run`), or pass --url"
         ) from None
+    if ready.status_code == 401:
+        sent = API_KEY_HEADER in client.headers
+        raise ReplayError(
+            f"the service at {client.base_url} refused "
+            + (f"the key in {API_KEY_ENV}: set it to one of the service's API keys"
+               if sent else f"a request without an API key: set {API_KEY_ENV} to one of its keys")
+        )  # fmt: skip
     if ready.status_code != 200:
         raise ReplayError(f"the service at {client.base_url} is not ready: {ready.text}")
     card = client.get("/model").json()
@@ -277,7 +297,7 @@ def replay(
     all_params: Params, params: ReplayParams, *, labels_path: Path, show_progress: bool
 ) -> int:
     """Send the traffic; append its labels to ``labels_path`` (the monitor reads them)."""
-    with httpx.Client(base_url=params.url, timeout=10) as client:
+    with httpx.Client(base_url=params.url, timeout=10, headers=key_headers()) as client:
         schema = served_schema(client)
     traffic = make_traffic(all_params, params, schema)
     rows = [
@@ -313,7 +333,9 @@ async def _run(
 ) -> Outcome:
     limits = httpx.Limits(max_connections=params.concurrency)
     with tqdm(total=len(rows), unit="rows", disable=not show_progress, mininterval=0.5) as progress:
-        async with httpx.AsyncClient(base_url=params.url, timeout=30, limits=limits) as client:
+        async with httpx.AsyncClient(
+            base_url=params.url, timeout=30, limits=limits, headers=key_headers()
+        ) as client:
             return await send_all(client, rows, params, run_id, progress)
 
 

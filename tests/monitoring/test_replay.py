@@ -25,11 +25,13 @@ from fraud_detection.schema import FeatureSchema
 from monitoring.labels import read_labels
 from monitoring.prediction_log import read_predictions
 from monitoring.replay import (
+    API_KEY_ENV,
     MAX_FAILURES_IN_A_ROW,
     Outcome,
     RateLimiter,
     ReplayError,
     append_labels,
+    key_headers,
     labels_table,
     main,
     parser,
@@ -340,3 +342,66 @@ def test_a_failed_append_leaves_the_labels_file_as_it_was(tmp_path: Path) -> Non
         append_labels(path, unwritable)
     assert path.read_bytes() == before
     assert [child.name for child in tmp_path.iterdir()] == ["labels.parquet"]
+
+
+# --- a service with API keys ------------------------------------------------------------
+
+SERVICE_KEY = "the-services-key-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("sent", "said"),
+    [
+        (None, "refused a request without an API key: set FRAUD_API_KEY"),
+        ("not-the-services-key-0123456789", "refused the key in FRAUD_API_KEY"),
+    ],
+)
+def test_a_service_with_keys_says_which_variable_to_set(
+    model: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sent: str | None, said: str
+) -> None:
+    if sent is None:
+        monkeypatch.delenv(API_KEY_ENV, raising=False)
+    else:
+        monkeypatch.setenv(API_KEY_ENV, sent)
+    settings = Settings(
+        model_uri=str(model.folder), prediction_log=tmp_path / "p.db", api_keys=SERVICE_KEY
+    )
+    with (
+        TestClient(create_app(settings), headers=key_headers()) as client,
+        pytest.raises(ReplayError) as caught,
+    ):
+        served_schema(client)
+    assert said in str(caught.value)
+    assert sent is None or sent not in str(caught.value)
+
+
+def test_the_key_in_fraud_api_key_is_sent_with_every_request(
+    model: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(API_KEY_ENV, SERVICE_KEY)
+    log = tmp_path / "p.db"
+    settings = Settings(model_uri=str(model.folder), prediction_log=log, api_keys=SERVICE_KEY)
+    with TestClient(create_app(settings), headers=key_headers()) as client:
+        assert served_schema(client) == model.schema
+    rows = good_rows(5)
+
+    async def run() -> Outcome:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://test", headers=key_headers()
+            ) as client:
+                return await send_all(client, rows, ReplayParams(concurrency=2), RUN_ID)
+
+    outcome = asyncio.run(run())
+    assert outcome.failures == Counter()
+    assert len(read_predictions(log, model.schema).frame) == 5
+
+
+def test_the_replay_sends_the_header_the_service_reads() -> None:
+    # monitoring/ never imports serving/: the header's name is written twice, checked here.
+    from monitoring.replay import API_KEY_HEADER  # noqa: PLC0415
+    from serving.keys import HEADER  # noqa: PLC0415
+
+    assert API_KEY_HEADER == HEADER
