@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -163,6 +164,8 @@ def main() -> int:
             _check_healthcheck(engine, name)
             step = "stop"
             figures |= _stop(engine, name, args.stop_timeout, expected_rows=rows)
+        step = "api keys"
+        figures["keyed_ready_s"] = _check_api_keys(engine, args.tag, args.ready_timeout)
         step = "docs"
         _run_docs_commands(engine, args.tag)
         step = "size"
@@ -300,11 +303,12 @@ def _container(engine: Engine, name: str) -> Iterator[float]:
         engine.podman("rm", "-f", "-v", "-t", "0", name, check=False)
 
 
-def _request(url: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+def _request(
+    url: str, body: Any = None, timeout: float = 30, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json"} if data else {}
-    )
+    sent = {"Content-Type": "application/json"} if data else {}
+    request = urllib.request.Request(url, data=data, headers=sent | (headers or {}))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -408,6 +412,72 @@ def _check_endpoints(base: str) -> int:
         flush=True,
     )
     return 1 + BATCH_ROWS
+
+
+# As compose.yaml and deploy/kubernetes run it: keys required, from a mounted secret file,
+# on a read-only root filesystem (readOnlyRootFilesystem) with /tmp in memory.
+KEY_FILE_IN_CONTAINER = "/run/secrets/fraud-api/api-keys"
+
+
+def _check_api_keys(engine: Engine, tag: str, timeout: float) -> float:
+    """The image with API keys: the readiness probe's command (python -m serving.probe)
+    passes with the container's own key, a request without one is a 401, with one a 200,
+    and no key shows in the log; without any key it refuses to start and says why."""
+    key = secrets.token_urlsafe(32)
+    folder = Path(tempfile.mkdtemp(prefix="api-keys-"))
+    (folder / "api-keys").write_text(f"# the clients' keys\n{key}\n")
+    # Readable by the container's user, who is not this one (as a Secret's defaultMode).
+    folder.chmod(0o755)
+    (folder / "api-keys").chmod(0o644)
+    name = f"fraud-detector-keys-{os.getpid()}-{secrets.token_hex(3)}"
+    port = _free_port()
+    options = ["--read-only", "--tmpfs", "/tmp", "-e", f"SERVING_PORT={port}",
+               "-e", "SERVING_REQUIRE_API_KEY=true"]  # fmt: skip
+    mount = ["-v", f"{folder}:{Path(KEY_FILE_IN_CONTAINER).parent}:ro",
+             "-e", f"SERVING_API_KEYS_FILE={KEY_FILE_IN_CONTAINER}"]  # fmt: skip
+    try:
+        refused = engine("run", "--rm", *options, tag, check=False, step="api keys")
+        said = refused.stdout + refused.stderr
+        _expect(
+            refused.returncode == 2 and "SERVING_REQUIRE_API_KEY is true but no API key" in said,
+            "api keys",
+            f"without a key the image must refuse to start; it exited {refused.returncode}: {said}",
+        )
+        with _container(engine, name) as started:
+            engine("run", "-d", "--name", name, *options, *mount, tag, step="api keys")
+            ready = _wait_probe(engine, name, started, timeout)
+            base = f"http://127.0.0.1:{port}"
+            example = _example()
+            status, body = _request(f"{base}/predict", example)
+            _expect(status == 401, "api keys", f"/predict without a key: {status} {body}")
+            status, body = _request(f"{base}/predict", example, headers={"X-API-Key": key})
+            _expect(status == 200, "api keys", f"/predict with the key: {status} {body}")
+            status, _ = _request(f"{base}/health")
+            _expect(status == 200, "api keys", f"/health needs no key: {status}")
+            log = _logs(engine, name, tail=200)
+            _expect(key not in log, "api keys", "the key appears in the container's log")
+            _expect("API keys: 1 accepted" in log, "api keys", f"no start-up line: {log}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"api keys ok: ready (probe) after {ready:.1f} s on a read-only root, 401 "
+          "without the key, 200 with it, none in the log", flush=True)  # fmt: skip
+    return ready
+
+
+def _wait_probe(engine: Engine, name: str, started: float, timeout: float) -> float:
+    """Kubernetes' readiness probe, as the manifest runs it, until it passes."""
+    said = ""
+    while time.perf_counter() - started < timeout:
+        done = engine("podman", "exec", name, "python", "-m", "serving.probe", "/ready",
+                      check=False)  # fmt: skip
+        if done.returncode == 0:
+            return time.perf_counter() - started
+        said = (done.stdout + done.stderr).strip()
+        state = engine.podman("inspect", "--format", "{{.State.Status}}", name, check=False)
+        if state and state != "running":
+            raise StepError("api keys", f"the container is {state}: {_logs(engine, name)}")
+        time.sleep(0.5)
+    raise StepError("api keys", f"the probe never passed ({said}); log:\n{_logs(engine, name)}")
 
 
 def _check_user(engine: Engine, name: str) -> None:
