@@ -1,6 +1,8 @@
 """Faults with the real servers: the tracking server, its database or its object store
 down, each named in one line with what to start, by the stages and by the service; wrong
-S3 keys for the DVC remote. Needs PostgreSQL (skipped without it unless REQUIRE_STACK=1)."""
+S3 keys for the DVC remote; no, wrong or unpermitted credentials for the tracking server,
+each one line naming the variables. Needs PostgreSQL (skipped without it unless
+REQUIRE_STACK=1)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mlflow import MlflowClient
 
-from tests.pipelines.project import Project
+from stack.mlflow_auth import AuthApi
+from stack.settings import StackSettings, load_secrets
+from tests.pipelines.project import TINY_OVERRIDES, Project
 from tests.stack.helpers import stack_env
 from tests.stack.teammates import client_env, first_clone, serving, stack
 
@@ -42,11 +47,14 @@ def project(tmp_path_factory: pytest.TempPathFactory, settings: dict[str, str]) 
     return made
 
 
-def train_fails(project: Project) -> str:
+def train_fails(project: Project, env: dict[str, str] | None = None, secret: str = "") -> str:
+    """The one line the train stage fails on, quickly, without a traceback (nor
+    ``secret`` anywhere in what it said)."""
     began = time.monotonic()
-    result = project.run("python", "-m", "pipelines.train", check=False, timeout=300)
+    result = project.run("python", "-m", "pipelines.train", check=False, env=env, timeout=300)
     said = result.stdout + result.stderr
     assert result.returncode == 1, said
+    assert not secret or secret not in said
     assert time.monotonic() - began < FAIL_FAST_SECONDS
     assert "Traceback" not in said
     [line] = [text for text in said.splitlines() if "MLflow tracking server" in text]
@@ -104,3 +112,56 @@ def test_wrong_s3_keys_for_the_dvc_remote_are_a_clear_error(
     assert result.returncode != 0
     assert "SignatureDoesNotMatch" in said or "InvalidAccessKeyId" in said, said[-3000:]
     assert "Traceback" not in said
+
+
+LOGIN = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+WRONG = "not-the-pipeline-password"
+STRANGER = {"username": "stranger", "password": "a-password-with-no-grant"}
+
+
+@pytest.mark.parametrize(
+    ("login", "expected"),
+    [
+        ({}, "wants a user and password (HTTP 401) and MLFLOW_TRACKING_USERNAME and "),
+        (
+            {LOGIN[0]: "pipeline", LOGIN[1]: WRONG},
+            "rejected the user 'pipeline' or its password (HTTP 401)",
+        ),
+    ],
+)
+def test_no_or_wrong_credentials_are_one_line(
+    project: Project, settings: dict[str, str], login: dict[str, str], expected: str
+) -> None:
+    kept = {name: project.env.pop(name) for name in LOGIN}
+    try:
+        line = train_fails(project, login, secret=login.get(LOGIN[1], ""))
+    finally:
+        project.env |= kept
+    uri = client_env(settings)["MLFLOW_TRACKING_URI"]
+    assert f"MLflow tracking server {uri} {expected}" in line
+    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
+
+
+def test_a_user_without_permission_is_one_line(
+    project: Project, settings: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The experiment is the pipeline user's; a user the admin made, with no grant, may
+    not use it (NO_PERMISSIONS for whatever is not granted)."""
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    stack_settings = StackSettings()
+    api = AuthApi(stack_settings, load_secrets(stack_settings))
+    api.expect("POST", "/api/2.0/mlflow/users/create", body=STRANGER)
+    login = client_env(settings)
+    for name in LOGIN:
+        monkeypatch.setenv(name, login[name])
+    experiment = TINY_OVERRIDES["train"]["experiment_name"]
+    client = MlflowClient(tracking_uri=login["MLFLOW_TRACKING_URI"])
+    if client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment)
+    stranger = dict(zip(LOGIN, STRANGER.values(), strict=True))
+    line = train_fails(project, stranger, secret=STRANGER["password"])
+    assert (
+        f"MLflow tracking server {login['MLFLOW_TRACKING_URI']} does not let user 'stranger' "
+        f"use experiment '{experiment}' (HTTP 403)"
+    ) in line

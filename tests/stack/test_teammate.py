@@ -49,6 +49,13 @@ def shared(postgres_available: None) -> Iterator[dict[str, str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def tracking_login(shared: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's own MLflow calls log in as the clones do: `stack env`'s pipeline user."""
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, shared[name])
+
+
 @pytest.fixture(scope="module")
 def teammate_a(tmp_path_factory: pytest.TempPathFactory, shared: dict[str, str]) -> Project:
     project = first_clone(tmp_path_factory.mktemp("a") / "project", shared)

@@ -3,10 +3,17 @@
 Nothing happens at import time: :func:`connect` resolves the tracking URI (the
 ``MLFLOW_TRACKING_URI`` environment variable, else a SQLite file in the project), checks
 that the store answers, and only then points MLflow at it.
+
+A server that wants a login gets the user and password of ``MLFLOW_TRACKING_USERNAME``
+and ``MLFLOW_TRACKING_PASSWORD`` (MLflow's client sends them itself); missing, wrong or
+without the permission a call needs, the stage stops on one line that names them and
+the fix (:func:`access_problem`), never on MLflow's 401 or 403.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
@@ -14,7 +21,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +61,13 @@ RULE_TAG = "registry_rule"
 _MODEL_REQUIREMENTS = ["mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"]
 _BATCH = 900  # MLflow accepts up to 1000 metrics per batch call
 _PROBE_SECONDS = 10
+# What MLflow's client sends a tracking server as HTTP basic auth.
+USERNAME_VARIABLE = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_VARIABLE = "MLFLOW_TRACKING_PASSWORD"
+_CREDENTIALS_HINT = (
+    '`eval "$(python -m stack env)"` sets the project stack\'s pipeline user; '
+    "docs/scaling.md says how to get a user of your own"
+)
 
 
 def tracking_uri(project_root: Path | str = ".") -> str:
@@ -87,7 +101,9 @@ _PROBES = (
         "start its database",
     ),
     (
-        "/api/2.0/mlflow-artifacts/artifacts",
+        # The Default experiment's folder: a user who may read it makes the server list
+        # the object store (the root's listing is the admin's alone).
+        "/api/2.0/mlflow-artifacts/artifacts?path=0",
         "answers, but its artifact store (the object store) does not",
         "start its object store",
     ),
@@ -97,11 +113,13 @@ _STACK_HINT = "`make stack-up` starts the project's own, `make stack-status` say
 
 def _check_server(uri: str) -> None:
     """One line naming the URL and what to start, within seconds, for a server that is
-    down or whose database or object store is."""
+    down or whose database or object store is, or that refuses the credentials."""
     for path, problem, action in _PROBES:
         status, detail = _probe(f"{uri}{path}")
+        if status == 401:
+            raise TrackingError(str(access_problem(uri, 401, "log in")))
         # 404: a server without proxied artifacts (clients then write to the store
-        # themselves); 401/403: it wants credentials, which the client's own call reports.
+        # themselves); 403: a user who may not read that folder, whose own calls say so.
         if status is None or status >= 500:
             raise TrackingError(
                 f"MLflow tracking server {uri} {problem} ({detail}): {action} "
@@ -111,15 +129,71 @@ def _check_server(uri: str) -> None:
 
 
 def _probe(url: str) -> tuple[int | None, str]:
-    """The HTTP status of a GET (None when nothing answered) and a short reason."""
+    """The HTTP status of a GET (None when nothing answered) and a short reason; with
+    the client's credentials, so that a server with logins probes its stores too."""
+    request = urllib.request.Request(url, headers=_basic_auth())
     try:
-        with urllib.request.urlopen(url, timeout=_PROBE_SECONDS) as response:
+        with urllib.request.urlopen(request, timeout=_PROBE_SECONDS) as response:
             return int(response.status), "ok"
     except urllib.error.HTTPError as error:
         return error.code, _error_message(error)
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         return None, str(reason)
+
+
+def _basic_auth() -> dict[str, str]:
+    user, password = os.environ.get(USERNAME_VARIABLE), os.environ.get(PASSWORD_VARIABLE)
+    if not user or not password:
+        return {}
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def access_problem(uri: str, status: int | None, doing: str) -> str | None:
+    """The one line for a tracking server's 401 (no credentials, or wrong ones) or 403
+    (a user without the permission ``doing`` needs); None for any other status. It names
+    the variables, never their values' secret."""
+    user = os.environ.get(USERNAME_VARIABLE, "")
+    unset = [name for name in (USERNAME_VARIABLE, PASSWORD_VARIABLE) if not os.environ.get(name)]
+    if status == 401 and unset:
+        return (
+            f"MLflow tracking server {uri} wants a user and password (HTTP 401) and "
+            f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set: set "
+            f"{USERNAME_VARIABLE} and {PASSWORD_VARIABLE} ({_CREDENTIALS_HINT})"
+        )
+    if status == 401:
+        return (
+            f"MLflow tracking server {uri} rejected the user {user!r} or its password "
+            f"(HTTP 401): fix {USERNAME_VARIABLE} and {PASSWORD_VARIABLE} ({_CREDENTIALS_HINT})"
+        )
+    if status == 403:
+        return (
+            f"MLflow tracking server {uri} does not let user {user!r} {doing} (HTTP 403): "
+            "ask the server's admin to grant that user the permission, or set "
+            f"{USERNAME_VARIABLE} and {PASSWORD_VARIABLE} to a user who has it "
+            f"({_CREDENTIALS_HINT})"
+        )
+    return None
+
+
+def _http_status(exc: MlflowException) -> int:
+    # The status the server answered, from MLflow's error code (401: UNAUTHENTICATED);
+    # MLflow leaves the method unannotated.
+    status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
+    return status
+
+
+@contextlib.contextmanager
+def _access_checked(doing: str) -> Iterator[None]:
+    """MLflow's 401 and 403 inside the block as the one-line TrackingError."""
+    try:
+        yield
+    except MlflowException as exc:
+        problem = access_problem(mlflow.get_tracking_uri(), _http_status(exc), doing)
+        if problem is None:
+            raise
+        raise TrackingError(problem) from None
 
 
 def _error_message(error: urllib.error.HTTPError) -> str:
@@ -162,7 +236,11 @@ def connect(experiment_name: str, project_root: Path | str = ".") -> str:
             location = (Path(project_root) / DEFAULT_ARTIFACTS).resolve().as_uri()
         return client.create_experiment(experiment_name, artifact_location=location)
     except MlflowException as exc:
-        raise TrackingError(f"MLflow store {uri} refused the request: {exc.message}") from None
+        doing = f"use experiment {experiment_name!r}"
+        problem = access_problem(uri, _http_status(exc), doing)
+        raise TrackingError(
+            problem or f"MLflow store {uri} refused the request: {exc.message}"
+        ) from None
     except Exception as exc:  # database drivers raise their own types
         raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
 
@@ -187,6 +265,10 @@ def find_pipeline_run(
                 max_results=1,
             )
         )
+    except MlflowException as exc:
+        doing = f"read experiment {experiment_name!r}"
+        problem = access_problem(uri, _http_status(exc), doing)
+        raise TrackingError(problem or f"MLflow store {uri} is not usable: {exc}") from None
     except Exception as exc:
         raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
     if not runs:
@@ -368,7 +450,11 @@ def find_version(name: str, fingerprint: str) -> Any:
             order_by=["version_number ASC"],
         )
     except MlflowException as exc:
-        raise TrackingError(f"MLflow registry refused a search for {name}: {exc.message}") from None
+        doing = f"search registered model {name!r}"
+        problem = access_problem(mlflow.get_tracking_uri(), _http_status(exc), doing)
+        raise TrackingError(
+            problem or f"MLflow registry refused a search for {name}: {exc.message}"
+        ) from None
     return found[0] if found else None
 
 
@@ -392,34 +478,40 @@ def register_and_promote(
     champion's test average precision, or equals it with a lower test Brier score (the
     same ranking with better probabilities, as after calibration), otherwise
     ``challenger``. The message says which and why."""
-    client = MlflowClient()
-    existing = find_version(name, fingerprint)
-    if existing is not None and RULE_TAG in existing.tags:
-        return _found_again(client, name, str(existing.version), fingerprint)
-    if existing is not None:
-        version = str(existing.version)
-    else:
-        # repr round-trips exactly: a rerun with the same figures must not "beat" itself.
-        tags = {
-            TEST_AP_TAG: repr(test_average_precision),
-            DATA_TAG: data_fingerprint,
-            FINGERPRINT_KEY: fingerprint,
-        }
-        if test_brier is not None:
-            tags[TEST_BRIER_TAG] = repr(test_brier)
-        version = str(mlflow.register_model(log_model(), name, tags=tags).version)
-    promotion = _promote(
-        client, name, version, ap=test_average_precision, data=data_fingerprint, brier=test_brier
-    )
-    if existing is not None:
-        promotion = dataclasses.replace(
-            promotion,
-            message=f"{promotion.message} (v{version} had been registered by a run that "
-            "stopped before the registry rule; finished now)",
+    with _access_checked(f"register model {name!r} or move its aliases"):
+        client = MlflowClient()
+        existing = find_version(name, fingerprint)
+        if existing is not None and RULE_TAG in existing.tags:
+            return _found_again(client, name, str(existing.version), fingerprint)
+        if existing is not None:
+            version = str(existing.version)
+        else:
+            # repr round-trips exactly: a rerun with the same figures must not "beat" itself.
+            tags = {
+                TEST_AP_TAG: repr(test_average_precision),
+                DATA_TAG: data_fingerprint,
+                FINGERPRINT_KEY: fingerprint,
+            }
+            if test_brier is not None:
+                tags[TEST_BRIER_TAG] = repr(test_brier)
+            version = str(mlflow.register_model(log_model(), name, tags=tags).version)
+        promotion = _promote(
+            client,
+            name,
+            version,
+            ap=test_average_precision,
+            data=data_fingerprint,
+            brier=test_brier,
         )
-    # Last: the tag marks the registration complete (see the docstring).
-    client.set_model_version_tag(name, version, RULE_TAG, str(promotion.alias))
-    return promotion
+        if existing is not None:
+            promotion = dataclasses.replace(
+                promotion,
+                message=f"{promotion.message} (v{version} had been registered by a run that "
+                "stopped before the registry rule; finished now)",
+            )
+        # Last: the tag marks the registration complete (see the docstring).
+        client.set_model_version_tag(name, version, RULE_TAG, str(promotion.alias))
+        return promotion
 
 
 def _found_again(client: MlflowClient, name: str, version: str, fingerprint: str) -> Promotion:
@@ -494,7 +586,9 @@ def _verdict(ap: float, previous: float, brier: float | None, old: float | None)
 def _current_champion(client: MlflowClient, name: str) -> Any:
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    except MlflowException as exc:
+        if _http_status(exc) in (401, 403):  # not "no champion": the caller says why
+            raise
         return None
 
 
@@ -541,6 +635,9 @@ def fetch_registered_model(model_uri: str, destination: Path, store_uri: str) ->
             artifact_uri=f"models:/{name}/{found.version}", dst_path=str(destination)
         )
     except MlflowException as exc:
+        doing = f"read registered model {name!r}"
+        if problem := access_problem(store_uri, _http_status(exc), doing):
+            raise ModelLoadError(problem) from None
         raise ModelLoadError(
             f"{model_uri} is not in the MLflow store {store_uri} ({exc.message}); run "
             "`make train` to register a champion, or fix SERVING_MODEL_URI"

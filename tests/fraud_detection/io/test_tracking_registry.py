@@ -3,6 +3,7 @@ what each failure says."""
 
 from __future__ import annotations
 
+import base64
 import http.server
 import importlib.metadata
 import json
@@ -316,3 +317,76 @@ def test_a_server_whose_store_is_down_is_named_with_what_to_start(
     assert "(HTTP 500: connection refused)" in message
     assert "make stack-up" in message
     assert "\n" not in message
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """A server with logins, as MLflow's basic-auth app answers: /health is open, every
+    other path wants credentials (401), and ``forbidden`` paths refuse the user (403)."""
+
+    forbidden = "/api/2.0/mlflow/experiments/get-by-name"
+    seen: list[str | None]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Authorization"))
+        logged_in = self.headers.get("Authorization") == _basic("someone", PASSWORD)
+        if self.path.startswith(self.forbidden) and logged_in:
+            self._answer(403, {"error_code": "PERMISSION_DENIED", "message": "Permission denied"})
+        elif self.path == "/health" or logged_in:
+            self._answer(200, {})
+        else:
+            self._answer(401, {"message": "You are not authenticated."})
+
+    def _answer(self, status: int, body: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+
+PASSWORD = "the-password-of-someone"
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "expected"),
+    [
+        (None, None, "wants a user and password (HTTP 401) and MLFLOW_TRACKING_USERNAME and "),
+        ("someone", None, "wants a user and password (HTTP 401) and MLFLOW_TRACKING_PASSWORD is"),
+        ("someone", "not-the-password", "rejected the user 'someone' or its password (HTTP 401)"),
+        ("someone", PASSWORD, "does not let user 'someone' use experiment 'anything' (HTTP 403)"),
+    ],
+)
+def test_missing_wrong_or_unpermitted_credentials_are_one_line(
+    user: str | None, password: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = type("Handler", (_Refusing,), {"seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name, value in (("MLFLOW_TRACKING_USERNAME", user), ("MLFLOW_TRACKING_PASSWORD", password)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    try:
+        with pytest.raises(TrackingError) as caught:
+            tracking.connect("anything")
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(caught.value)
+    assert message.startswith(f"MLflow tracking server {uri} {expected}"), message
+    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in message
+    assert "python -m stack env" in message
+    assert "\n" not in message
+    assert PASSWORD not in message
+    assert password is None or password not in message
+    if password == PASSWORD:  # the probes logged in too: they checked the stores
+        assert handler.seen[:3] == [_basic("someone", PASSWORD)] * 3
