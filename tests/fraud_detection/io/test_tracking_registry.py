@@ -365,7 +365,7 @@ def _basic(user: str, password: str) -> str:
 def test_missing_wrong_or_unpermitted_credentials_are_one_line(
     user: str | None, password: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handler = type("Handler", (_Refusing,), {"seen": []})
+    handler: type[_Refusing] = type("Handler", (_Refusing,), {"seen": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     uri = f"http://127.0.0.1:{server.server_address[1]}"
