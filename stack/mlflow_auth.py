@@ -126,6 +126,11 @@ class AuthApi:
     def can_log_in(self, user: TrackingUser) -> bool:
         """The server takes ``user``'s password (401: it does not)."""
         status, _ = self.call("GET", f"{USERS}/current", user=user)
+        if status == 404:  # no such route: a server without logins
+            raise StackError(
+                "the tracking server runs without logins (an older stack started it): "
+                "`python -m stack down --only mlflow` then `up` restarts it with them"
+            )
         if status not in (200, 401):
             raise StackError(f"GET {USERS}/current as {user.name!r}: HTTP {status}")
         return status == 200

@@ -3,6 +3,7 @@ listening, and which PostgreSQL server is chosen."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,6 +61,45 @@ def test_wrong_s3_keys_name_the_credentials(fake_s3: int, tmp_path: Path) -> Non
     with pytest.raises(StackError, match="rejected the credentials") as raised:
         service.health()
     assert "STACK_S3_ACCESS_KEY, STACK_S3_SECRET_KEY" in str(raised.value)
+
+
+def tracking_server(login_status: int) -> type[BaseHTTPRequestHandler]:
+    """/health says OK; the login check answers ``login_status`` (404: no such route)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path == "/health"
+            self.send_response(200 if ok else login_status)
+            self.end_headers()
+            self.wfile.write(b"OK" if ok else b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.mark.parametrize(
+    ("login_status", "expected"),
+    [
+        (401, "refuses the password of its user 'admin' (STACK_MLFLOW_ADMIN_PASSWORD or "),
+        (404, "runs without logins (an older stack started it)"),
+    ],
+)
+def test_a_tracking_server_with_other_logins_or_none_is_named(
+    login_status: int, expected: str, tmp_path: Path
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), tracking_server(login_status))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        service = MlflowServer(settings(tmp_path, mlflow_port=server.server_address[1]), SECRETS)
+        with pytest.raises(StackError, match=re.escape(expected)) as raised:
+            service.health()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "`python -m stack down --only mlflow` then `up`" in str(raised.value)
+    assert "a-secret-of-the-test" not in str(raised.value)
 
 
 def test_nothing_listening_is_not_ready_yet(tmp_path: Path) -> None:
