@@ -67,8 +67,10 @@ def run_load(
     timeout: float = 30.0,
     after_events: float = 0.0,
     until: Callable[[Load], bool] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Load:
-    """``clients`` connections posting ``row`` to ``url`` for ``seconds``.
+    """``clients`` connections posting ``row`` to ``url`` for ``seconds``, with
+    ``headers`` on every request (an API key).
 
     With ``after_events``, the load goes on after the last event is done: for that long,
     or, with ``until``, until ``until(load)`` holds (at most that long). A restart's
@@ -85,6 +87,7 @@ def run_load(
             timeout=timeout,
             after_events=after_events,
             until=until,
+            headers=headers or {},
         )
     )
 
@@ -100,11 +103,12 @@ async def _run(
     timeout: float,
     after_events: float,
     until: Callable[[Load], bool] | None,
+    headers: dict[str, str],
 ) -> Load:
     load = Load()
     plan = _Plan(url, json.dumps(row).encode(), seconds, time.perf_counter(), after_events, until)
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers) as client:
         senders = [_send(client, plan, f"{prefix}-{number}", load) for number in range(clients)]
         await asyncio.gather(*senders, _events(events, plan, load))
     load.seconds = time.perf_counter() - plan.begun

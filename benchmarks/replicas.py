@@ -264,24 +264,32 @@ def _best(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
 def _balancer(env: dict[str, str], settings: Any, one: Path, seconds: float) -> dict[str, Any]:
     direct = f"http://127.0.0.1:{settings.replica_port(1)}/predict"
     through = f"http://127.0.0.1:{settings.api_port}/predict"
-    _wrk(through, one, connections=8, seconds=2)  # warm-up: both replicas
+    key = _api_key(settings)
+    _wrk(through, one, connections=8, seconds=2, headers=key)  # warm-up: both replicas
     found: dict[str, Any] = {}
     for clients in (1, 8):
         found[f"direct, 1 replica, {clients} clients"] = _wrk(
-            direct, one, connections=clients, seconds=seconds
+            direct, one, connections=clients, seconds=seconds, headers=key
         )
         found[f"Caddy, 2 replicas, {clients} clients"] = _wrk(
-            through, one, connections=clients, seconds=seconds
+            through, one, connections=clients, seconds=seconds, headers=key
         )
     _stack_command(env, "down", "--only", "api-2")
     time.sleep(2.5)  # Caddy's health check (every 1 s) has seen it go
     for clients in (1, 8):
         found[f"Caddy, 1 replica, {clients} clients"] = _wrk(
-            through, one, connections=clients, seconds=seconds
+            through, one, connections=clients, seconds=seconds, headers=key
         )
     _stack_command(env, "up", "--only", "api-2")
     time.sleep(2.5)
     return found
+
+
+def _api_key(settings: Any) -> dict[str, str]:
+    """The stack's replicas require the clients' key (as compose.yaml's do)."""
+    from stack.settings import load_secrets  # noqa: PLC0415
+
+    return {"X-API-Key": load_secrets(settings).api_key}
 
 
 # ------------------------------------------------------------------------ the kill test
@@ -306,6 +314,7 @@ def _kill(env: dict[str, str], settings: Any, row: dict[str, Any], pg_url: str) 
         seconds=20.0,
         prefix="bench-kill",
         events=[(5.0, "kill", kill), (8.0, "restart", restart)],
+        headers=_api_key(settings),
     )
     with psycopg.connect(pg_url) as connection:
         logged = [

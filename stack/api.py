@@ -30,10 +30,11 @@ from typing import Any, ClassVar
 from fraud_detection.io.prediction_log import LogStoreError, PostgresStore
 from fraud_detection.params import DEFAULT_MODEL_NAME
 from fraud_detection.registry import champion_uri
+from serving.keys import HEADER
 from stack.postgres import Postgres
 from stack.processes import StackError
 from stack.service import NotReady, Service
-from stack.settings import SERVING_USER, StackSettings, tracking_uri, variable
+from stack.settings import SERVING_USER, StackSettings, tracking_uri, variable, write_private
 
 # Caddy's active health checks: how often, and how long a replica may take to answer.
 HEALTH_INTERVAL = "1s"
@@ -41,6 +42,16 @@ HEALTH_TIMEOUT = "2s"
 # How long Caddy keeps trying other replicas for a request it could not deliver.
 TRY_DURATION = "5s"
 # The `detail` of the balancer's own errors (Caddy placeholders in braces).
+TOO_LARGE = (
+    "the request body is larger than the load balancer passes on ({limit} MB): send "
+    "fewer rows per request"
+)
+LENGTH_REQUIRED = (
+    "send the body with a Content-Length header: the load balancer checks a body's size "
+    "before a replica reads it, and does not take chunked bodies"
+)
+# The balancer's environment variable holding its key, which its /ready checks send.
+PROBE_KEY_VARIABLE = "API_PROBE_KEY"
 NO_ANSWER = (
     "the load balancer got no answer from a replica ({err.status_code} "
     "{err.status_text}): is any replica ready? python -m stack status"
@@ -78,6 +89,15 @@ class ApiReplica(Service):
         except LogStoreError as error:
             raise StackError(f"could not create the prediction log's tables: {error}") from None
 
+        # The clients' key as compose.yaml and Kubernetes give it: a file (0600, ours).
+        write_private(
+            self.key_file, f"# the clients' API key (STACK_API_KEY)\n{self.secrets.api_key}\n"
+        )
+
+    @property
+    def key_file(self) -> Path:
+        return self.settings.run_dir / "api-keys"
+
     def command(self) -> list[str]:
         return [sys.executable, "-m", "serving"]
 
@@ -89,6 +109,11 @@ class ApiReplica(Service):
             "SERVING_HOST": "127.0.0.1",
             "SERVING_PORT": str(self.port),
             "SERVING_WORKERS": "1",
+            # As compose.yaml: keys required, the clients' from the file, the balancer's
+            # inline (both accepted; docs/security.md).
+            "SERVING_REQUIRE_API_KEY": "true",
+            "SERVING_API_KEYS_FILE": str(self.key_file),
+            "SERVING_API_KEYS": self.secrets.api_probe_key,
             # The password is in the environment (its owner's to read), not the command.
             "SERVING_PREDICTION_LOG": postgres.prediction_log_url(),
             "SERVING_TRACKING_URI": tracking_uri(self.settings),
@@ -104,9 +129,9 @@ class ApiReplica(Service):
         _get(f"http://127.0.0.1:{self.port}/health")
 
     def readiness(self) -> str:
-        """What /ready says, for `status`."""
+        """What /ready says, for `status` (asked with the balancer's key)."""
         try:
-            body = _get(f"http://127.0.0.1:{self.port}/ready")
+            body = _get(f"http://127.0.0.1:{self.port}/ready", self.secrets.api_probe_key)
         except NotReady as error:
             return f"not ready ({error})"
         return f"ready, {body.get('model')} v{body.get('version')}"
@@ -154,6 +179,8 @@ class LoadBalancer(Service):
         return super().env() | {
             "XDG_DATA_HOME": str(self.folder / "data"),
             "XDG_CONFIG_HOME": str(self.folder / "config"),
+            # The Caddyfile names it ({$API_PROBE_KEY}): the key stays out of the file.
+            PROBE_KEY_VARIABLE: self.secrets.api_probe_key,
         }
 
     def health(self) -> None:
@@ -180,14 +207,24 @@ def caddyfile(settings: StackSettings) -> str:
         admin=f"127.0.0.1:{settings.lb_admin_port}",
         bind="127.0.0.1",
         made_by="`python -m stack up` from the STACK_* settings (stack/api.py)",
+        max_body_mb=settings.lb_max_body_mb,
     )
 
 
 def balancer_config(
-    *, port: int, upstreams: list[str], admin: str, bind: str | None, made_by: str
+    *,
+    port: int,
+    upstreams: list[str],
+    admin: str,
+    bind: str | None,
+    made_by: str,
+    max_body_mb: int = StackSettings.model_fields["lb_max_body_mb"].default,
 ) -> str:
     """Caddy's whole configuration: the stack's and compose.yaml's (deploy/compose)."""
     bound = f"\n\tbind {bind}" if bind else ""
+    too_large = TOO_LARGE.format(limit=max_body_mb)
+    limit_bytes = max_body_mb * 1024 * 1024
+    length = "{http.request.header.Content-Length}"  # a Caddy placeholder
     return f"""# Made by {made_by}: edits go.
 {{
 	admin {admin}
@@ -201,6 +238,21 @@ def balancer_config(
 # Any host name (localhost, 127.0.0.1, a name in /etc/hosts) on this port: a site address
 # with a host would answer other names with an empty 200.
 http://:{port} {{{bound}
+	# A body over the limit ends here, from its Content-Length, before any replica is
+	# chosen: 413. Caddy's request_body limit alone cuts a body off while it streams to a
+	# replica, which has then read part of it. So a body must say its length (411
+	# otherwise: a chunked one could only be cut off mid-stream); request_body stays as
+	# the backstop.
+	@unsized {{
+		method POST PUT PATCH
+		not header Content-Length *
+	}}
+	error @unsized 411
+	@too_large expression `{length} != "" && int({length}) > {limit_bytes}`
+	error @too_large 413
+	request_body {{
+		max_size {limit_bytes}
+	}}
 	reverse_proxy {" ".join(upstreams)} {{
 		lb_policy least_conn
 		lb_try_duration {TRY_DURATION}
@@ -209,6 +261,10 @@ http://:{port} {{{bound}
 		health_interval {HEALTH_INTERVAL}
 		health_timeout {HEALTH_TIMEOUT}
 		health_status 200
+		# /ready needs an API key: the balancer's own, from its environment.
+		health_headers {{
+			{HEADER} {{${PROBE_KEY_VARIABLE}}}
+		}}
 		# A replica whose connections fail is left out for this long, between checks.
 		fail_duration 2s
 		# Which replica answered: for the kill test, and for anyone debugging one.
@@ -216,6 +272,14 @@ http://:{port} {{{bound}
 	}}
 	# Caddy's own errors (no replica ready, a replica that died mid-request) in the
 	# service's shape, so a client reads `detail` whoever answered.
+	handle_errors 413 {{
+		header Content-Type application/json
+		respond `{{"detail": "{too_large}"}}` 413
+	}}
+	handle_errors 411 {{
+		header Content-Type application/json
+		respond `{{"detail": "{LENGTH_REQUIRED}"}}` 411
+	}}
 	handle_errors {{
 		header Content-Type application/json
 		respond `{{"detail": "{NO_ANSWER}"}}` {{err.status_code}}
@@ -242,9 +306,10 @@ def caddy_version() -> str:
     return result.stdout.split()[0] if result.stdout.strip() else "version unknown"
 
 
-def _get(url: str) -> Any:
+def _get(url: str, api_key: str | None = None) -> Any:
+    request = urllib.request.Request(url, headers={HEADER: api_key} if api_key else {})
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(request, timeout=3) as response:
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         raise NotReady(f"GET {url}: HTTP {error.code}") from None

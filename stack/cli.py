@@ -129,7 +129,10 @@ def up(settings: StackSettings, classes: list[type[Service]]) -> int:
                     each.process.poll()  # reaped by the stop: let Popen know
                 return EXIT_FAILED
     if LoadBalancer in classes:
-        print(f"the prediction API: {api_url(settings)} (docs: {api_url(settings)}/docs)")
+        print(
+            f"the prediction API: {api_url(settings)} (docs: {api_url(settings)}/docs; "
+            "its key: FRAUD_API_KEY in `python -m stack env`, sent as X-API-Key)"
+        )
     return 0
 
 

@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.keys import key_problem
+
 ENV_PREFIX = "STACK_"
 REPO = Path(__file__).resolve().parents[1]
 # weed's default gRPC port for a service is its HTTP port + 10000.
@@ -73,6 +75,15 @@ class StackSettings(BaseSettings):
     api_port: int = Field(18000, ge=1024, le=65535)
     api_replica_port: int = Field(18100, ge=1024, le=65535 - 16)
     lb_admin_port: int = Field(12019, ge=1024, le=65535)
+    # The replicas require API keys, as in compose.yaml (docs/security.md): the clients'
+    # (`stack env` gives it as FRAUD_API_KEY) and the balancer's own, sent with its /ready
+    # checks. Unset: generated once into secrets.env.
+    api_key: SecretStr | None = None
+    api_probe_key: SecretStr | None = None
+    # The largest request body the balancer passes on (MiB); larger gets 413 from it,
+    # before any replica reads a byte. 16 MiB holds SERVING_MAX_BATCH_ROWS' 10,000 rows
+    # as objects (about 6 MB) with room to spare.
+    lb_max_body_mb: int = Field(16, ge=1, le=1024)
     mlflow_bucket: str = Field("mlflow", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     dvc_bucket: str = Field("dvc", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     # Unset: generated once into secrets.env.
@@ -96,6 +107,14 @@ class StackSettings(BaseSettings):
         # Checked here: the server would refuse it at start-up, in its log.
         if value is not None and len(value.get_secret_value()) < MIN_PASSWORD:
             raise ValueError(f"MLflow wants passwords of at least {MIN_PASSWORD} characters")
+        return value
+
+    @field_validator("api_key", "api_probe_key")
+    @classmethod
+    def _usable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # The replicas' own rule (serving/keys.py), checked before anything starts.
+        if value is not None and (problem := key_problem(value.get_secret_value())):
+            raise ValueError(problem)
         return value
 
     @field_validator("mlflow_admin_username")
@@ -206,6 +225,8 @@ class Secrets:
     mlflow_pipeline_password: str = dataclasses.field(repr=False)
     mlflow_serving_password: str = dataclasses.field(repr=False)
     mlflow_secret_key: str = dataclasses.field(repr=False)
+    api_key: str = dataclasses.field(repr=False)
+    api_probe_key: str = dataclasses.field(repr=False)
 
 
 _SECRET_FIELDS = tuple(f.name for f in dataclasses.fields(Secrets))
@@ -294,4 +315,6 @@ def client_env(settings: StackSettings | None = None) -> dict[str, str]:
         # The replicas' shared prediction log: `make serve` logs there too, and the
         # monitor reads it.
         "SERVING_PREDICTION_LOG": prediction_log_url(settings, keys),
+        # The API's key for its clients (`make replay` sends it: monitoring/replay.py).
+        "FRAUD_API_KEY": keys.api_key,
     }

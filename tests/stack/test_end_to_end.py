@@ -234,7 +234,8 @@ def test_up_use_down_and_a_warm_restart(stack: Stack, monkeypatch: pytest.Monkey
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines() == [
         *(f"{name}: already up (pid {first[name].pid}, port {first[name].port})" for name in NAMES),
-        f"the prediction API: {api_url(settings)} (docs: {api_url(settings)}/docs)",
+        f"the prediction API: {api_url(settings)} (docs: {api_url(settings)}/docs; "
+        "its key: FRAUD_API_KEY in `python -m stack env`, sent as X-API-Key)",
     ]
     assert again_seconds < 15
 

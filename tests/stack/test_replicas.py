@@ -71,12 +71,19 @@ def replicas(
         assert down.returncode == 0, down.stdout + down.stderr
 
 
-def served_by_both(url: str, row: dict[str, float], deadline: float = 20.0) -> set[str]:
+def key(settings: StackSettings) -> dict[str, str]:
+    """The clients' API key header (the replicas require one, as in compose.yaml)."""
+    return {"X-API-Key": load_secrets(settings).api_key}
+
+
+def served_by_both(
+    url: str, row: dict[str, float], headers: dict[str, str], deadline: float = 20.0
+) -> set[str]:
     """Wait until the balancer has sent requests to both replicas (health checks passed)."""
     seen: set[str] = set()
     end = time.monotonic() + deadline
     while len(seen) < 2 and time.monotonic() < end:
-        response = httpx.post(f"{url}/predict", json=row, timeout=10)
+        response = httpx.post(f"{url}/predict", json=row, timeout=10, headers=headers)
         if response.status_code == 200:
             seen.add(response.headers["x-served-by"])
         else:
@@ -110,7 +117,7 @@ def test_a_replica_killed_mid_load_loses_no_answered_prediction(
     env, settings = replicas
     row = model_folder[1]
     url = api_url(settings)
-    both = served_by_both(url, row)
+    both = served_by_both(url, row, key(settings))
     assert len(both) == 2, f"the balancer did not route to both replicas: {both}"
     victim = read_state(settings.run_dir, "api-1")
     assert victim is not None
@@ -130,6 +137,7 @@ def test_a_replica_killed_mid_load_loses_no_answered_prediction(
             for a in load.answers[-200:]
         ),
         prefix="kill",
+        headers=key(settings),
         events=[
             (KILL_AT, "kill", kill),
             (RESTART_AT, "restart", stack_command(env, "up", "--only", "api-1")),
@@ -191,7 +199,7 @@ def test_postgresql_restarted_mid_load_delays_answers_and_loses_or_doubles_nothi
     env, settings = replicas
     row = model_folder[1]
     url = api_url(settings)
-    assert len(served_by_both(url, row)) == 2
+    assert len(served_by_both(url, row, key(settings))) == 2
 
     load = run_load(
         f"{url}/predict",
@@ -199,6 +207,7 @@ def test_postgresql_restarted_mid_load_delays_answers_and_loses_or_doubles_nothi
         clients=CLIENTS,
         seconds=8.0,
         prefix="restart",
+        headers=key(settings),
         events=[
             (2.0, "stop", stack_command(env, "down", "--only", "postgres")),
             (3.0, "start", stack_command(env, "up", "--only", "postgres")),
@@ -219,7 +228,7 @@ def test_postgresql_restarted_mid_load_delays_answers_and_loses_or_doubles_nothi
         assert store in text, text[-2000:]
         assert "is back; writing again" in text, text[-2000:]
         assert load_secrets(settings).postgres_password not in text
-    ready = httpx.get(f"{url}/ready", timeout=10).json()
+    ready = httpx.get(f"{url}/ready", timeout=10, headers=key(settings)).json()
     assert ready["prediction_log"] == "ok", ready
     print(
         f"\npostgres restart: {len(load.answers)} requests, {dict(statuses)}; slowest answer "
@@ -235,19 +244,91 @@ def test_a_replica_without_a_model_gets_no_traffic(
     env, settings = replicas
     row = model_folder[1]
     url = api_url(settings)
-    assert len(served_by_both(url, row)) == 2
+    assert len(served_by_both(url, row, key(settings))) == 2
     assert run_stack(env, "down", "--only", "api-2").returncode == 0
     no_model = env | {"SERVING_MODEL_URI": str(model_folder[0].parent / "no-such-model")}
     restarted = run_stack(no_model, "up", "--only", "api-2")
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     second = f"http://127.0.0.1:{settings.replica_port(2)}"
     assert httpx.get(f"{second}/health", timeout=5).status_code == 200
-    assert httpx.get(f"{second}/ready", timeout=5).status_code == 503
+    assert httpx.get(f"{second}/ready", timeout=5, headers=key(settings)).status_code == 503
     time.sleep(2.5)  # two of Caddy's health checks (every 1 s)
-    answers = [httpx.post(f"{url}/predict", json=row, timeout=10) for _ in range(40)]
+    answers = [
+        httpx.post(f"{url}/predict", json=row, timeout=10, headers=key(settings)) for _ in range(40)
+    ]
     assert {a.status_code for a in answers} == {200}
     assert {a.headers["x-served-by"] for a in answers} == {f"127.0.0.1:{settings.replica_port(1)}"}
     status = run_stack(env, "status", "--only", "api")
     api_2 = next(line for line in status.stdout.splitlines() if line.startswith("api-2: "))
     assert api_2.startswith("api-2: up"), status.stdout
     assert "not ready (GET" in api_2, status.stdout
+
+
+def test_the_balancer_asks_for_the_key_and_stops_oversize_bodies(
+    replicas: tuple[dict[str, str], StackSettings], model_folder: tuple[Path, dict[str, float]]
+) -> None:
+    """Through Caddy: no key is a 401 from a replica (Caddy's own checks carry the
+    balancer's key, so both are in rotation); a body over STACK_LB_MAX_BODY_MB is a 413
+    from Caddy that no replica saw; the largest batch a replica takes still passes."""
+    _, settings = replicas
+    row = model_folder[1]
+    url = api_url(settings)
+    assert len(served_by_both(url, row, key(settings))) == 2
+    refused = httpx.post(f"{url}/predict", json=row, timeout=10)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == 'APIKey header="X-API-Key"'
+    probe_key = {"X-API-Key": load_secrets(settings).api_probe_key}
+    assert httpx.post(f"{url}/predict", json=row, timeout=10, headers=probe_key).is_success
+
+    seen_before = replica_requests(settings)
+    limit = settings.lb_max_body_mb * 1024 * 1024
+    oversize = b'{"transactions": [' + b" " * limit + b"]}"
+    too_large = httpx.post(
+        f"{url}/predict/batch", content=oversize, timeout=60,
+        headers=key(settings) | {"content-type": "application/json"},
+    )  # fmt: skip
+    assert too_large.status_code == 413, too_large.text[:300]
+    assert too_large.json()["detail"].startswith("the request body is larger than the load")
+    assert f"({settings.lb_max_body_mb} MB)" in too_large.json()["detail"]
+    assert replica_requests(settings) == seen_before, "a replica saw the oversize body"
+    # Exactly the limit passes on (the replica then refuses it: it is not JSON).
+    at_limit = b'{"transactions": [' + b" " * (limit - 20) + b"]}"
+    assert len(at_limit) == limit
+    passed = httpx.post(
+        f"{url}/predict/batch", content=at_limit, timeout=60,
+        headers=key(settings) | {"content-type": "application/json"},
+    )  # fmt: skip
+    assert passed.status_code == 422, passed.text[:300]
+    # A body without a length (chunked) is refused before a replica: its size is unknown.
+    chunked = httpx.post(
+        f"{url}/predict", content=iter([json.dumps(row).encode()]), timeout=10,
+        headers=key(settings) | {"content-type": "application/json"},
+    )  # fmt: skip
+    assert chunked.status_code == 411, chunked.text[:300]
+    assert "Content-Length" in chunked.json()["detail"]
+    # Requests without a body (GET) need no length.
+    assert httpx.get(f"{url}/model", timeout=10, headers=key(settings)).status_code == 200
+    seen_before = replica_requests(settings)
+
+    # SERVING_MAX_BATCH_ROWS' default, 10,000 rows as objects: under the limit, answered.
+    batch = {"transactions": [row] * 10_000}
+    assert len(json.dumps(batch)) < limit
+    answered = httpx.post(f"{url}/predict/batch", json=batch, timeout=120, headers=key(settings))
+    assert answered.status_code == 200, answered.text[:300]
+    assert len(answered.json()["predictions"]) == 10_000
+
+
+def replica_requests(settings: StackSettings) -> list[float]:
+    """Requests each replica counted on /predict/batch (its own /metrics, asked directly)."""
+    counts = []
+    for index in (1, 2):
+        metrics = httpx.get(
+            f"http://127.0.0.1:{settings.replica_port(index)}/metrics",
+            timeout=10,
+            headers=key(settings),
+        ).text
+        counts.append(sum(
+            float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            if line.startswith("http_requests_total{") and "/predict/batch" in line
+        ))  # fmt: skip
+    return counts

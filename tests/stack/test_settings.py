@@ -60,7 +60,7 @@ def test_secrets_are_generated_once_into_a_private_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(settings.secrets_file.stat().st_mode) == 0o600
     assert load_secrets(settings) == first  # the same ones every time
     values = [getattr(first, name) for name in Secrets.__dataclass_fields__]
-    assert len(set(values)) == len(values) == 7
+    assert len(set(values)) == len(values) == 9
     assert all(len(value) >= 12 for value in values)  # MLflow's rule for its passwords
     assert all(value not in repr(first) for value in values)
 
@@ -104,7 +104,22 @@ def test_client_env_matches_the_settings(tmp_path: Path) -> None:
         "AWS_DEFAULT_REGION": "us-east-1",
         "DVC_REMOTE": "shared",
         "SERVING_PREDICTION_LOG": f"postgresql://mlflow:{password}@127.0.0.1:16500/predictions",
+        "FRAUD_API_KEY": keys.api_key,
     }
+
+
+def test_an_api_key_the_replicas_would_refuse_is_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STACK_API_KEY", "too-short")
+    monkeypatch.setenv("STACK_API_PROBE_KEY", "has a space but is long enough")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "STACK_API_KEY=<secret>: Value error, a key is shorter than 16 characters" in message
+    assert "STACK_API_PROBE_KEY=<secret>: Value error, a key holds a character" in message
+    assert "too-short" not in message
+    assert "has a space" not in message
 
 
 def test_the_dvc_remote_the_env_names_is_on_the_stack_s_bucket() -> None:
