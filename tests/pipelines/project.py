@@ -104,6 +104,8 @@ class Project:
             "GIT_COMMITTER_NAME": "test",
             "GIT_COMMITTER_EMAIL": "test@example.com",
         }
+        # Every command's output, in order: the secrets test greps what the commands printed.
+        self.printed: list[tuple[str, str]] = []
 
     def run(
         self,
@@ -121,6 +123,7 @@ class Project:
             timeout=timeout,
             check=False,
         )
+        self.printed.append((" ".join(command), result.stdout + result.stderr))
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{' '.join(command)} exited {result.returncode}\n"
