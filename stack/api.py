@@ -179,7 +179,9 @@ class LoadBalancer(Service):
         return super().env() | {
             "XDG_DATA_HOME": str(self.folder / "data"),
             "XDG_CONFIG_HOME": str(self.folder / "config"),
-            # The Caddyfile names it ({$API_PROBE_KEY}): the key stays out of the file.
+            # The Caddyfile names it ({env.API_PROBE_KEY}, read at run time): the key is
+            # in neither the file nor the JSON config Caddy's admin API serves ({$...}
+            # would be substituted when the file is read, and served there).
             PROBE_KEY_VARIABLE: self.secrets.api_probe_key,
         }
 
@@ -263,7 +265,7 @@ http://:{port} {{{bound}
 		health_status 200
 		# /ready needs an API key: the balancer's own, from its environment.
 		health_headers {{
-			{HEADER} {{${PROBE_KEY_VARIABLE}}}
+			{HEADER} {{env.{PROBE_KEY_VARIABLE}}}
 		}}
 		# A replica whose connections fail is left out for this long, between checks.
 		fail_duration 2s

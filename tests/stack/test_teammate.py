@@ -251,13 +251,6 @@ def test_the_replicas_serve_the_champion_through_the_balancer_with_the_clients_k
     stack_printing(printed, stack_settings, "status")
 
 
-# strict: once the fix is in, this passes and the marker must go.
-@pytest.mark.xfail(
-    strict=True,
-    reason="stack/api.py's Caddyfile has {$API_PROBE_KEY}, which Caddy substitutes when it "
-    "reads the file: the key is then in the JSON config its admin API serves. "
-    "{env.API_PROBE_KEY} is read at run time (health checks pass with it, tried by hand)",
-)
 def test_the_balancer_s_config_api_shows_no_key(
     stack_settings: dict[str, str], canaries: dict[str, str]
 ) -> None:
