@@ -88,16 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "env"])
     names = ",".join(NAMES)
+    # No default list: with STACK_API_REPLICAS=0 there is no api or lb to name.
     parser.add_argument(
         "--only",
-        default=names,
         help=f"comma-separated services, of {names} or api-N for one replica (default: all)",
     )
     return parser
 
 
-def _selected(only: str, settings: StackSettings) -> list[type[Service]]:
+def _selected(only: str | None, settings: StackSettings) -> list[type[Service]]:
     services = all_services(settings)
+    if only is None:
+        return services
     wanted = {name.strip() for name in only.split(",") if name.strip()}
     if "api" in wanted:
         wanted |= {cls.name for cls in services if issubclass(cls, ApiReplica)}

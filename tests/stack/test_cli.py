@@ -280,3 +280,17 @@ def test_down_takes_the_replicas_it_is_given_and_those_beyond_the_count(tmp_path
     names = [cls.name for cls in every]
     assert names[-3:] == ["api-2", "api-3", "lb"], names
     assert every[-1] is LoadBalancer
+
+
+def test_without_replicas_the_default_is_the_tracking_services(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # STACK_API_REPLICAS=0: no api, no lb; commands without --only must still work.
+    monkeypatch.setenv("STACK_API_REPLICAS", "0")
+    assert main(["env"]) == 0
+    printed = capsys.readouterr().out
+    assert "MLFLOW_TRACKING_URI=" in printed
+    assert main(["status"]) == 3  # nothing runs: down, and it says so
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["postgres", "s3", "mlflow"]
+    assert main(["status", "--only", "lb"]) == 2  # not a service of this stack
