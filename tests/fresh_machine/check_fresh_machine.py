@@ -26,7 +26,8 @@ proxy's CA lives, as on these machines) and the variables that point at them
 setting, not the project's: a stranger behind such a proxy has the same.
 
 Output streams to the terminal and to .bench/fresh-machine/. The figures (time per
-command, the tests' summary line) go to benchmarks/results/fresh_machine.json. Any
+command, the tests' summary line) go to benchmarks/results/fresh_machine.json
+(fresh_machine_fast.json with --fast-tests). Any
 failure ends the run with exit 1 and names the step. The container is always removed.
 Not a pytest module: it needs a container engine, and it runs `make test` itself.
 """
@@ -64,6 +65,8 @@ USER_HOME = "/home/stranger"
 PROJECT = f"{USER_HOME}/project"
 LOGS = ROOT / ".bench/fresh-machine"
 RESULTS = ROOT / "benchmarks/results/fresh_machine.json"
+# --fast-tests' figures go apart: they are not the whole suite's.
+RESULTS_FAST = ROOT / "benchmarks/results/fresh_machine_fast.json"
 CA_FOLDER = Path("/etc/ssl/certs")
 FAST_TESTS = '-m "not slow"'
 PYTEST_SUMMARY = re.compile(r"^=+ (\d+ passed.*) in [\d.]+s(?: \([\d:]+\))? =+$", re.M)
@@ -113,7 +116,7 @@ def main() -> int:
             engine.podman("rm", "-f", "-t", "0", name, check=False)
     except Exception as error:
         return failed("test-fresh", step, error)
-    _report(figures)
+    _report(figures, RESULTS_FAST if args.fast_tests else RESULTS)
     return 0
 
 
@@ -235,14 +238,14 @@ def _exec(
     return seconds, "".join(kept)
 
 
-def _report(figures: dict[str, Any]) -> None:
+def _report(figures: dict[str, Any], results: Path) -> None:
     record = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}",
         **figures,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(record, indent=2) + "\n")
     timed = ", ".join(f"`{c}` {s:.0f} s" for c, s in figures.get("commands", {}).items())
     print(f"\ntest-fresh: OK at {figures['commit']}. {timed}; {figures.get('tests', '')}")
 
