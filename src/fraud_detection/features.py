@@ -23,6 +23,8 @@ SECONDS_PER_DAY = 86_400
 
 TARGET = "TX_FRAUD"
 TIME_COLUMN = "TX_DATETIME"
+# Each payment's id: the Dask engine's partitions are indexed and sorted by it.
+ID_COLUMN = "TRANSACTION_ID"
 GROUP_COLUMN = "CUSTOMER_ID"
 # Columns a raw transaction table must have to compute the features.
 REQUIRED_COLUMNS = [TIME_COLUMN, "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", TARGET]

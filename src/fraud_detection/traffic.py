@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from fraud_detection.data.simulator import SECONDS_PER_DAY, simulate
 from fraud_detection.errors import ParamsError
-from fraud_detection.features import TARGET, TIME_COLUMN, transaction_features
+from fraud_detection.features import ID_COLUMN, TARGET, TIME_COLUMN, transaction_features
 from fraud_detection.params import (
     CustomerMix,
     FeatureParams,
@@ -98,7 +98,7 @@ def replay_traffic(
     first_date = sim.start_date + dt.timedelta(days=days.start)
     picked = _draw(len(frame), replay.rows, weights, replay.seed, first_date.toordinal())
     frame = frame.iloc[picked].reset_index(drop=True)
-    frame["TRANSACTION_ID"] = np.arange(len(frame), dtype=np.int64)
+    frame[ID_COLUMN] = np.arange(len(frame), dtype=np.int64)
     return frame
 
 
@@ -144,7 +144,7 @@ def card_testing(
     )
     frame[TARGET] = np.int8(1)
     frame["TX_FRAUD_SCENARIO"] = np.int8(CARD_TESTING_SCENARIO)
-    frame["TRANSACTION_ID"] = np.int64(-1)  # renumbered with the replay
+    frame[ID_COLUMN] = np.int64(-1)  # renumbered with the replay
     return frame
 
 

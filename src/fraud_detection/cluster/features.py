@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fraud_detection.features import (
+    ID_COLUMN,
     TARGET,
     TIME_COLUMN,
     calendar_features,
@@ -30,7 +31,6 @@ from fraud_detection.features import (
 )
 from fraud_detection.params import FeatureParams
 
-ID_COLUMN = "TRANSACTION_ID"
 # What the window kernels read, besides the id.
 _WINDOW_INPUTS = [TIME_COLUMN, "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", TARGET]
 

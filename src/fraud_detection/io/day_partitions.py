@@ -26,10 +26,9 @@ from distributed import Client
 
 from fraud_detection.data.simulator import make_world, simulate
 from fraud_detection.errors import MissingInputError
+from fraud_detection.features import ID_COLUMN
 from fraud_detection.io.files import atomic_path
 from fraud_detection.params import SimulatorParams
-
-ID_COLUMN = "TRANSACTION_ID"
 
 
 @dataclass(frozen=True)
