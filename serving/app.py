@@ -15,7 +15,7 @@ from fastapi_offline import FastAPIOffline
 
 from fraud_detection.errors import ModelLoadError
 from fraud_detection.io.prediction_log import open_store
-from serving.auth import ApiKeyMiddleware
+from serving.auth import ApiKeyMiddleware, ApiKeys
 from serving.batcher import MicroBatcher
 from serving.errors import install_error_handlers
 from serving.fast_path import openapi_with_bodies
@@ -63,9 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         commit=settings.log_commit,
         timeout_seconds=settings.log_timeout_seconds,
     )
-    state = ServiceState(settings=settings, metrics=service_metrics, log=log)
-    app.state.service = state
     keys = settings.api_key_set()
+    state = ServiceState(settings=settings, metrics=service_metrics, log=log, api_keys=keys)
+    app.state.service = state
     if keys:
         # Inside the metrics middleware (added after it is outer): 401s are counted too.
         app.add_middleware(ApiKeyMiddleware, keys=keys)
@@ -85,7 +85,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = state_of(app)
     log = state.log
     log.start()
-    _announce_access(state.settings)
+    _announce_access(state.settings, state.api_keys)
     _load(app, state)
     # Everything loaded so far (libraries, model) lives as long as the process. Freezing
     # it keeps the garbage collector's full collections from walking those objects again
@@ -135,9 +135,8 @@ def _load(app: FastAPI, state: ServiceState) -> None:
     )
 
 
-def _announce_access(settings: Settings) -> None:
+def _announce_access(settings: Settings, keys: ApiKeys | None) -> None:
     """One line on who may call the service; a warning when anyone on a network may."""
-    keys = settings.api_key_set()
     if keys:
         logger.info("API keys: %d accepted in the %s header (all but /health)", len(keys), HEADER)
     elif settings.on_loopback:

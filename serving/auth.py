@@ -26,9 +26,10 @@ import hmac
 from collections.abc import Iterable
 from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serving.errors import problem
 from serving.keys import HEADER
 
 # Open whatever the setting: the liveness probe (probes hold no key) and the pages that
@@ -89,13 +90,9 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or is_open(scope["path"]) or self._carries_a_key(scope):
             await self.app(scope, receive, send)
             return
-        # The service's error shape (serving/errors.py): detail and the caller's request id.
-        request_id = _header(scope, b"x-request-id")
-        body = {
-            "detail": REJECTED,
-            "request_id": request_id.decode("latin-1") if request_id else None,
-        }
-        rejection = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": CHALLENGE})
+        # In the service's error shape, made where every other error body is made.
+        rejection = problem(401, REJECTED, Request(scope))
+        rejection.headers["WWW-Authenticate"] = CHALLENGE
         await rejection(scope, receive, send)
 
     def _carries_a_key(self, scope: Scope) -> bool:

@@ -37,6 +37,11 @@ def parse_keys(text: str) -> list[str]:
     return [key.strip() for line in kept for key in line.split(",") if key.strip()]
 
 
+def configured_keys(inline: str | None, file: Path | None) -> list[str]:
+    """The keys of SERVING_API_KEYS, then those of SERVING_API_KEYS_FILE: both count."""
+    return parse_keys(inline or "") + (read_key_file(file) if file is not None else [])
+
+
 def read_key_file(path: Path) -> list[str]:
     """The keys in ``path`` (see parse_keys); a ValueError says why there are none."""
     try:

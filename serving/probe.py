@@ -16,18 +16,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from serving.keys import HEADER, parse_keys, read_key_file
+from serving.keys import HEADER, configured_keys
 
 TIMEOUT_SECONDS = 2.0
 
 
 def own_key() -> str | None:
     """The first key the service accepts, or None when it has none."""
-    inline = parse_keys(os.environ.get("SERVING_API_KEYS", ""))
-    if inline:
-        return inline[0]
     file = os.environ.get("SERVING_API_KEYS_FILE")
-    return read_key_file(Path(file))[0] if file else None
+    keys = configured_keys(os.environ.get("SERVING_API_KEYS"), Path(file) if file else None)
+    return keys[0] if keys else None
 
 
 def main(argv: list[str]) -> int:

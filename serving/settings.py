@@ -15,7 +15,7 @@ from fraud_detection.params import DEFAULT_MODEL_NAME
 from fraud_detection.registry import champion_uri
 from fraud_detection.workspace import PREDICTION_LOG
 from serving.auth import ApiKeys
-from serving.keys import key_problem, parse_keys, read_key_file
+from serving.keys import configured_keys, key_problem, parse_keys, read_key_file
 
 ENV_PREFIX = "SERVING_"
 # Settings whose values are never shown, in an error message or anywhere else.
@@ -98,9 +98,8 @@ class Settings(BaseSettings):
 
     def api_key_set(self) -> ApiKeys | None:
         """The keys callers must send, from both places; None when none is set."""
-        keys = parse_keys(self.api_keys.get_secret_value()) if self.api_keys else []
-        if self.api_keys_file is not None:
-            keys += read_key_file(self.api_keys_file)
+        inline = self.api_keys.get_secret_value() if self.api_keys else None
+        keys = configured_keys(inline, self.api_keys_file)
         return ApiKeys(keys) if keys else None
 
     @property

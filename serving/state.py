@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
+from serving.auth import ApiKeys
 from serving.batcher import MicroBatcher
 from serving.metrics import ServiceMetrics
 from serving.model import LoadedModel
@@ -28,6 +29,8 @@ class ServiceState:
     batcher: MicroBatcher | None = None
     # The schema-built request bodies, for the OpenAPI document (serving/fast_path.py).
     body_models: list[type[BaseModel]] = field(default_factory=list)
+    # The keys callers must send (serving/auth.py), read once by the app factory.
+    api_keys: ApiKeys | None = None
 
 
 def state_of(app: FastAPI) -> ServiceState:

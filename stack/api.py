@@ -41,7 +41,10 @@ HEALTH_INTERVAL = "1s"
 HEALTH_TIMEOUT = "2s"
 # How long Caddy keeps trying other replicas for a request it could not deliver.
 TRY_DURATION = "5s"
-# The `detail` of the balancer's own errors (Caddy placeholders in braces).
+# The balancer's environment variable holding its key, which its /ready checks send.
+PROBE_KEY_VARIABLE = "API_PROBE_KEY"
+# The `detail` of the balancer's own errors (Caddy placeholders in braces; {limit} is
+# filled in by balancer_config).
 TOO_LARGE = (
     "the request body is larger than the load balancer passes on ({limit} MB): send "
     "fewer rows per request"
@@ -50,8 +53,6 @@ LENGTH_REQUIRED = (
     "send the body with a Content-Length header: the load balancer checks a body's size "
     "before a replica reads it, and does not take chunked bodies"
 )
-# The balancer's environment variable holding its key, which its /ready checks send.
-PROBE_KEY_VARIABLE = "API_PROBE_KEY"
 NO_ANSWER = (
     "the load balancer got no answer from a replica ({err.status_code} "
     "{err.status_text}): is any replica ready? python -m stack status"
