@@ -274,6 +274,24 @@ def test_a_registration_cut_off_before_the_rule_is_finished_by_the_rerun(store, 
     assert "stopped before the registry rule; finished now" in done.message
 
 
+def connect_error(
+    handler: type[http.server.BaseHTTPRequestHandler], monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, str]:
+    """A stand-in tracking server on a free port, answering with ``handler``: its URI, and
+    the TrackingError a stage's first contact with it raises."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        with pytest.raises(TrackingError) as caught:
+            tracking.connect("anything")
+    finally:
+        server.shutdown()
+        server.server_close()
+    return uri, str(caught.value)
+
+
 class _Failing(http.server.BaseHTTPRequestHandler):
     """A server that answers /health but fails one path with a 500, as MLflow's does when
     its database or object store is down (the real servers: tests/stack)."""
@@ -302,17 +320,7 @@ def test_a_server_whose_store_is_down_is_named_with_what_to_start(
     failing: str, expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler = type("Handler", (_Failing,), {"failing": failing})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    uri = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    try:
-        with pytest.raises(TrackingError) as caught:
-            tracking.connect("anything")
-    finally:
-        server.shutdown()
-        server.server_close()
-    message = str(caught.value)
+    uri, message = connect_error(handler, monkeypatch)
     assert message.startswith(f"MLflow tracking server {uri} answers, but {expected}")
     assert "(HTTP 500: connection refused)" in message
     assert "make stack-up" in message
@@ -366,22 +374,12 @@ def test_missing_wrong_or_unpermitted_credentials_are_one_line(
     user: str | None, password: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler: type[_Refusing] = type("Handler", (_Refusing,), {"seen": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    uri = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for name, value in (("MLFLOW_TRACKING_USERNAME", user), ("MLFLOW_TRACKING_PASSWORD", password)):
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
-    try:
-        with pytest.raises(TrackingError) as caught:
-            tracking.connect("anything")
-    finally:
-        server.shutdown()
-        server.server_close()
-    message = str(caught.value)
+    uri, message = connect_error(handler, monkeypatch)
     assert message.startswith(f"MLflow tracking server {uri} {expected}"), message
     assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in message
     assert "python -m stack env" in message
