@@ -3,7 +3,7 @@
 wrk measures throughput best, but it cannot say *which* requests were answered; the
 kill test needs exactly that (every id answered 2xx must be in the log). ``run_load``
 sends from ``clients`` concurrent connections for ``seconds`` and records each request's
-id, status, replica (Caddy's X-Served-By header) and time; ``events`` run at given
+id, status, replica (the balancer's X-Served-By header) and time; ``events`` run at given
 offsets meanwhile (kill a replica, restart it) in a thread, and their times are kept.
 """
 

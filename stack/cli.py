@@ -17,7 +17,8 @@ from pathlib import Path
 from subprocess import Popen
 from typing import TextIO
 
-from stack.api import ApiReplica, LoadBalancer, replica_class, replica_classes
+from stack.api import ApiReplica, replica_class, replica_classes
+from stack.balancer import LoadBalancer
 from stack.mlflow_server import MlflowServer
 from stack.postgres import Postgres
 from stack.processes import (
@@ -118,8 +119,15 @@ def up(settings: StackSettings, classes: list[type[Service]]) -> int:
     call started and exit 1."""
     secrets = load_secrets(settings)
     started: list[Started] = []
+    services = [cls(settings, secrets) for cls in classes]
+    for service in services:
+        try:
+            service.check_installed()
+        except StackError as error:
+            print(f"{service.name}: {error}", file=sys.stderr)
+            return EXIT_FAILED
     with locked(settings.run_dir):
-        for service in (cls(settings, secrets) for cls in classes):
+        for service in services:
             try:
                 print(_up_one(service, started), flush=True)
             except (StackError, KeyboardInterrupt) as error:
@@ -301,9 +309,11 @@ def _detail(service: Service) -> str:
             upstreams = service.upstreams()
         except NotReady:
             return ""
-        # Caddy's admin API does not say which pass its health checks: the replicas'
-        # lines do (ready or not).
-        return f", {api_url(service.settings)} in front of {len(upstreams)} replicas"
+        up = sorted(name for name, state in upstreams.items() if state == "UP")
+        return (
+            f", {api_url(service.settings)} in front of {len(upstreams)} replicas "
+            f"({len(up)} passing its /ready checks{': ' + ', '.join(up) if up else ''})"
+        )
     return ""
 
 

@@ -1,5 +1,5 @@
 """Files of compose.yaml that are made from the code, not kept by hand: the balancer's
-Caddyfile and the tracking server's basic_auth.ini come from the same functions as the
+haproxy.cfg and the tracking server's basic_auth.ini come from the same functions as the
 process stack's, so the two cannot drift.
 
 ``python -m stack.deploy`` rewrites them; tests/stack/test_deploy.py fails when a committed
@@ -10,11 +10,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from stack.api import balancer_config
+from stack.balancer import Upstream, balancer_config
 from stack.mlflow_auth import auth_config
 from stack.settings import AUTH_DATABASE, POSTGRES_ROLE, REPO, StackSettings
 
-COMPOSE_CADDYFILE = REPO / "deploy" / "compose" / "Caddyfile"
+COMPOSE_BALANCER = REPO / "deploy" / "compose" / "haproxy.cfg"
 # Copied into the tracking server's image (deploy/mlflow/Dockerfile).
 MLFLOW_AUTH_FILE = REPO / "deploy" / "mlflow" / "basic_auth.ini"
 # compose.yaml's replicas (services api-1, api-2) and the port each listens on.
@@ -23,14 +23,18 @@ SERVICE_PORT = 8000
 BALANCER_PORT = 8080
 
 
-def compose_caddyfile() -> str:
+# Docker's DNS server inside a compose network: it finds the replicas by service name.
+COMPOSE_DNS = "127.0.0.11:53"
+
+
+def compose_balancer() -> str:
     return balancer_config(
-        port=BALANCER_PORT,
-        upstreams=[f"{name}:{SERVICE_PORT}" for name in COMPOSE_REPLICAS],
-        # Inside the container only: compose.yaml's health check asks it.
-        admin="127.0.0.1:2019",
-        bind=None,
+        bind=f":{BALANCER_PORT}",
+        upstreams=[Upstream(name, f"{name}:{SERVICE_PORT}") for name in COMPOSE_REPLICAS],
+        # Inside the container only (docker compose exec lb ... to read it).
+        admin="127.0.0.1:8404",
         made_by="`python -m stack.deploy` for compose.yaml (stack/deploy.py)",
+        resolver=COMPOSE_DNS,
     )
 
 
@@ -44,7 +48,7 @@ def compose_auth_config() -> str:
 
 
 def made_files() -> dict[Path, str]:
-    return {COMPOSE_CADDYFILE: compose_caddyfile(), MLFLOW_AUTH_FILE: compose_auth_config()}
+    return {COMPOSE_BALANCER: compose_balancer(), MLFLOW_AUTH_FILE: compose_auth_config()}
 
 
 def main() -> int:

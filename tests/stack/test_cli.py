@@ -267,7 +267,8 @@ def test_a_failed_start_shows_the_log_and_stops_what_it_started(
 def test_down_takes_the_replicas_it_is_given_and_those_beyond_the_count(tmp_path: Path) -> None:
     """`down --only api-2` stops api-2 alone; `down` (or --only api) also stops a replica
     that a larger STACK_API_REPLICAS started, before the balancer."""
-    from stack.api import LoadBalancer, replica_class  # noqa: PLC0415
+    from stack.api import replica_class  # noqa: PLC0415
+    from stack.balancer import LoadBalancer  # noqa: PLC0415
     from stack.cli import _with_extra_replicas, all_services  # noqa: PLC0415
     from stack.settings import StackSettings  # noqa: PLC0415
 

@@ -74,7 +74,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(postgres_available: None, stack_folder: Path) -> Iterator[Stack]:
+def stack(servers_available: None, stack_folder: Path) -> Iterator[Stack]:
     """Whatever the test started is stopped at the end, found through the state files
     (those there now and those seen on the way): ours only, pid and start time checked."""
     started = Stack(stack_env(stack_folder), stack_folder)

@@ -27,7 +27,7 @@ FAIL_FAST_SECONDS = 60  # MLflow's client alone would retry for minutes
 
 
 @pytest.fixture(scope="module")
-def settings(postgres_available: None) -> Iterator[dict[str, str]]:
+def settings(servers_available: None) -> Iterator[dict[str, str]]:
     folder = Path(tempfile.mkdtemp(prefix="stack-faults-"))
     folder.chmod(0o755)  # as root, PostgreSQL runs as the postgres user
     chosen = stack_env(folder)

@@ -1,5 +1,7 @@
-"""Two API replicas behind Caddy, logging to the stack's PostgreSQL: one is SIGKILLed in
-the middle of a load and restarted; every prediction answered 2xx is in the log, once."""
+"""Two API replicas behind HAProxy, logging to the stack's PostgreSQL: one is SIGKILLed in
+the middle of a load and restarted; every prediction answered 2xx is in the log, once.
+The balancer's own rules (API keys on its checks, body size, rate per client) are tested
+through it here too."""
 
 from __future__ import annotations
 
@@ -51,12 +53,15 @@ def model_folder(
 
 @pytest.fixture
 def replicas(
-    postgres_available: None, stack_folder: Path, model_folder: tuple[Path, dict[str, float]]
+    servers_available: None, stack_folder: Path, model_folder: tuple[Path, dict[str, float]]
 ) -> Iterator[tuple[dict[str, str], StackSettings]]:
     """PostgreSQL, two replicas serving the model folder and the balancer; stopped after."""
     env = stack_env(stack_folder) | {
         "STACK_API_REPLICAS": "2",
         "SERVING_MODEL_URI": str(model_folder[0]),
+        # The loads below come from one address, faster than the default limit allows:
+        # the rate limit has its own test, which restarts the balancer with one.
+        "STACK_LB_RATE_LIMIT": "0",
     }
     up = run_stack(env, "up", "--only", "postgres,api,lb")
     try:
@@ -169,12 +174,15 @@ def check_traffic_was_routed_around(load: Load, victim: str) -> None:
     killed, back = load.events["kill"], load.events["restart done"]
     failures = load.failed()
     # Only the requests the dead replica held fail (one per client at most), at once:
-    # Caddy tries the other replica for every new connection it cannot make.
+    # HAProxy tries the other replica for every new connection it cannot make.
     assert len(failures) <= CLIENTS, [(a.status, round(a.sent - killed, 3)) for a in failures]
     assert all(killed - 0.5 <= a.sent <= killed + 1.0 for a in failures), [
         round(a.sent - killed, 3) for a in failures
     ]
-    assert {a.status for a in failures} <= {502}, {a.status for a in failures}
+    # 502 on a new connection; on a kept-alive one HAProxy closes it without an answer
+    # (status 0 here: httpx's "server disconnected"), as it does for any request after
+    # the first on a connection whose server fails, so that the client may retry.
+    assert {a.status for a in failures} <= {0, 502}, {a.status for a in failures}
     restart = back - load.events["restart"]
     assert restart < RESTART_DEADLINE, f"the replica took {restart:.1f} s to come back"
     returned = [a.sent for a in load.ok() if a.served_by == victim and a.sent > back]
@@ -239,7 +247,7 @@ def test_postgresql_restarted_mid_load_delays_answers_and_loses_or_doubles_nothi
 def test_a_replica_without_a_model_gets_no_traffic(
     replicas: tuple[dict[str, str], StackSettings], model_folder: tuple[Path, dict[str, float]]
 ) -> None:
-    """Caddy's health check is /ready: a replica that is alive but has no model (its
+    """The balancer's health check is /ready: a replica that is alive but has no model (its
     /health 200, its /ready 503) is left out, and the other one answers everything."""
     env, settings = replicas
     row = model_folder[1]
@@ -252,7 +260,7 @@ def test_a_replica_without_a_model_gets_no_traffic(
     second = f"http://127.0.0.1:{settings.replica_port(2)}"
     assert httpx.get(f"{second}/health", timeout=5).status_code == 200
     assert httpx.get(f"{second}/ready", timeout=5, headers=key(settings)).status_code == 503
-    time.sleep(2.5)  # two of Caddy's health checks (every 1 s)
+    time.sleep(2.5)  # two of the balancer's health checks (every 1 s)
     answers = [
         httpx.post(f"{url}/predict", json=row, timeout=10, headers=key(settings)) for _ in range(40)
     ]
@@ -267,9 +275,9 @@ def test_a_replica_without_a_model_gets_no_traffic(
 def test_the_balancer_asks_for_the_key_and_stops_oversize_bodies(
     replicas: tuple[dict[str, str], StackSettings], model_folder: tuple[Path, dict[str, float]]
 ) -> None:
-    """Through Caddy: no key is a 401 from a replica (Caddy's own checks carry the
-    balancer's key, so both are in rotation); a body over STACK_LB_MAX_BODY_MB is a 413
-    from Caddy that no replica saw; the largest batch a replica takes still passes."""
+    """Through HAProxy: no key is a 401 from a replica (the balancer's own checks carry
+    its key, so both are in rotation); a body over STACK_LB_MAX_BODY_MB is a 413 from the
+    balancer that no replica saw; the largest batch a replica takes still passes."""
     _, settings = replicas
     row = model_folder[1]
     url = api_url(settings)
@@ -318,8 +326,58 @@ def test_the_balancer_asks_for_the_key_and_stops_oversize_bodies(
     assert len(answered.json()["predictions"]) == 10_000
 
 
-def replica_requests(settings: StackSettings) -> list[float]:
-    """Requests each replica counted on /predict/batch (its own /metrics, asked directly)."""
+# The rate limit of test_the_balancer_limits_each_clients_request_rate (a second).
+RATE = 20
+
+
+def test_the_balancer_limits_each_clients_request_rate(
+    replicas: tuple[dict[str, str], StackSettings], model_folder: tuple[Path, dict[str, float]]
+) -> None:
+    """STACK_LB_RATE_LIMIT: one client address sending much faster than the limit gets
+    the limit through and 429 (JSON, Retry-After) for the rest, which no replica sees;
+    another address is not slowed by it; after Retry-After the first is let in again."""
+    env, settings = replicas
+    row = model_folder[1]
+    url = api_url(settings)
+    assert run_stack(env, "down", "--only", "lb").returncode == 0
+    up = run_stack(env | {"STACK_LB_RATE_LIMIT": str(RATE)}, "up", "--only", "lb")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert len(served_by_both(url, row, key(settings))) == 2
+    time.sleep(2.1)  # the rate is over the last second: let the checks above age out
+    before = sum(replica_requests(settings, "/predict"))
+    with httpx.Client(headers=key(settings), timeout=10) as client:
+        begun = time.monotonic()
+        answers = [client.post(f"{url}/predict", json=row) for _ in range(3 * RATE)]
+        spent = time.monotonic() - begun
+        other = httpx.Client(
+            headers=key(settings),
+            timeout=10,
+            transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+        )
+        with other:
+            elsewhere = [other.post(f"{url}/predict", json=row).status_code for _ in range(5)]
+        statuses = Counter(a.status_code for a in answers)
+        assert set(statuses) == {200, 429}, statuses
+        if spent < 1.0:  # all within one second: exactly the limit got through
+            assert statuses[200] == RATE, (statuses, spent)
+        refused = next(a for a in answers if a.status_code == 429)
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["detail"].startswith("too many requests from this address")
+        assert f"at most {RATE} a second" in refused.json()["detail"]
+        assert "x-served-by" not in refused.headers
+        # Another client address has a limit of its own.
+        assert elsewhere == [200] * 5
+        passed = statuses[200] + len(elsewhere)
+        assert sum(replica_requests(settings, "/predict")) - before == passed, (
+            "a 429 reached a replica"
+        )
+        time.sleep(float(refused.headers["retry-after"]) + 1.0)
+        assert client.post(f"{url}/predict", json=row).status_code == 200
+    print(f"\nrate limit {RATE}/s: {dict(statuses)} of {len(answers)} in {spent:.2f} s")
+
+
+def replica_requests(settings: StackSettings, path: str = "/predict/batch") -> list[float]:
+    """Requests each replica counted on ``path`` (its own /metrics, asked directly)."""
     counts = []
     for index in (1, 2):
         metrics = httpx.get(
@@ -329,6 +387,6 @@ def replica_requests(settings: StackSettings) -> list[float]:
         ).text
         counts.append(sum(
             float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-            if line.startswith("http_requests_total{") and "/predict/batch" in line
+            if line.startswith("http_requests_total{") and f'"{path}"' in line
         ))  # fmt: skip
     return counts

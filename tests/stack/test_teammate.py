@@ -76,7 +76,7 @@ def stack_printing(printed: list[tuple[str, str]], settings: dict[str, str], *ar
 
 @pytest.fixture(scope="module")
 def stack_settings(
-    postgres_available: None, canaries: dict[str, str], printed: list[tuple[str, str]]
+    servers_available: None, canaries: dict[str, str], printed: list[tuple[str, str]]
 ) -> Iterator[dict[str, str]]:
     """A stack of the test's own (its folder, free ports, the canary secrets), stopped at
     the end. The folder is not under pytest's tmp_path, whose 0700 parents keep the
@@ -251,16 +251,19 @@ def test_the_replicas_serve_the_champion_through_the_balancer_with_the_clients_k
     stack_printing(printed, stack_settings, "status")
 
 
-def test_the_balancer_s_config_api_shows_no_key(
+def test_the_balancer_s_statistics_page_shows_no_key(
     stack_settings: dict[str, str], canaries: dict[str, str]
 ) -> None:
-    """Caddy's admin API (loopback, no login: anyone on the machine) serves its running
-    configuration: the probe key must stay a placeholder there, read at run time."""
-    config = httpx.get(f"http://127.0.0.1:{stack_settings['STACK_LB_ADMIN_PORT']}/config/")
-    assert config.status_code == 200, config.text
-    assert "health_checks" in config.text  # the control: it is the balancer's config
+    """HAProxy's statistics page (loopback, no login: anyone on the machine) shows each
+    replica and its last check: the probe key those checks send must not be there."""
+    base = f"http://127.0.0.1:{stack_settings['STACK_LB_ADMIN_PORT']}"
     search = Search(needles(canaries))
-    hits = search.text("the balancer's GET /config/", config.text)
+    hits = []
+    for page in ("/", "/;csv"):
+        shown = httpx.get(base + page)
+        assert shown.status_code == 200, shown.text
+        assert "api-1" in shown.text  # the control: it is the balancer's page
+        hits += search.text(f"the balancer's GET {page}", shown.text)
     assert not hits, "\n".join(map(str, hits))
 
 
