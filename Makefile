@@ -101,7 +101,7 @@ mlflow-ui: $(INSTALLED) ## Open the MLflow UI on the project's store (http://127
 # The shared services as local processes (no Docker): PostgreSQL (the system's), SeaweedFS's
 # S3 store and an MLflow server on them, on 127.0.0.1; data in .stack/, STACK_* settings
 # (stack/settings.py). A client's variables: eval "$$(python -m stack env)".
-stack-up: $(INSTALLED) ## Start PostgreSQL, S3, MLflow, 2 API replicas and Caddy on 127.0.0.1 (data in .stack/)
+stack-up: $(INSTALLED) ## Start PostgreSQL, S3, MLflow, 2 API replicas and HAProxy on 127.0.0.1 (data in .stack/)
 	python -m stack up
 
 stack-down: $(INSTALLED) ## Stop the stack's servers (their data stays in .stack/)
@@ -178,7 +178,7 @@ bench-serving: $(INSTALLED) ## Measure the service against `mlflow models serve`
 	apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)"; exit 1; }
 	python benchmarks/serving.py
 
-bench-replicas: $(INSTALLED) ## Measure the log's stores and commit modes, Caddy with 1 and 2 replicas, the kill test
+bench-replicas: $(INSTALLED) ## Measure the log's stores and commit modes, HAProxy (beside Caddy, Traefik) with 1 and 2 replicas, the kill test
 	@command -v wrk >/dev/null || { echo "bench-replicas needs wrk, the HTTP load generator: \
 	apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)"; exit 1; }
 	python benchmarks/replicas.py
@@ -186,7 +186,7 @@ bench-replicas: $(INSTALLED) ## Measure the log's stores and commit modes, Caddy
 bench-dask: $(INSTALLED) ## Time the pipeline on Dask: full size beside local (and both champions), then ~18 M payments
 	python benchmarks/dask_scale.py
 
-deploy-files: $(INSTALLED) ## Rewrite the files of compose.yaml made from the code (deploy/compose/Caddyfile)
+deploy-files: $(INSTALLED) ## Rewrite the files of compose.yaml made from the code (deploy/compose/haproxy.cfg)
 	python -m stack.deploy
 
 replay: $(INSTALLED) ## Send a week of simulated production traffic to the service (SCENARIO=... for drift)
