@@ -52,10 +52,11 @@ SERVER_TIMEOUT = "60s"
 PROBE_KEY_VARIABLE = "API_PROBE_KEY"
 # The oldest HAProxy that reads this configuration (http-check send, http-error, .if).
 MIN_VERSION = (2, 4)
-INSTALL_HINT = (
-    "no haproxy found (the stack's load balancer): apt-get install haproxy "
-    "(Debian/Ubuntu), dnf install haproxy (Fedora) or brew install haproxy (macOS)"
+INSTALL = (
+    "apt-get install haproxy (Debian/Ubuntu), dnf install haproxy (Fedora) or brew "
+    "install haproxy (macOS)"
 )
+INSTALL_HINT = f"no haproxy found (the stack's load balancer): {INSTALL}"
 SEARCH = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy", "/opt/homebrew/bin/haproxy")
 
 # The `detail` of the balancer's own answers. HAProxy's strings are in single quotes:
@@ -315,5 +316,8 @@ def haproxy_version() -> str:
         raise StackError(f"could not read `haproxy -v`: {result.stdout[:200]!r}")
     if (int(match[1]), int(match[2])) < MIN_VERSION:
         wanted = ".".join(map(str, MIN_VERSION))
-        raise StackError(f"haproxy {match[0].split()[1]} is older than {wanted}: {INSTALL_HINT}")
+        raise StackError(
+            f"haproxy {match[0].split()[1]} is older than {wanted}, the oldest that reads the "
+            f"stack's configuration: install a newer one ({INSTALL})"
+        )
     return match[0].split()[1]

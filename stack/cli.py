@@ -120,13 +120,15 @@ def up(settings: StackSettings, classes: list[type[Service]]) -> int:
     secrets = load_secrets(settings)
     started: list[Started] = []
     services = [cls(settings, secrets) for cls in classes]
-    for service in services:
-        try:
-            service.check_installed()
-        except StackError as error:
-            print(f"{service.name}: {error}", file=sys.stderr)
-            return EXIT_FAILED
     with locked(settings.run_dir):
+        # What can be known before anything starts (a port taken, a program missing)
+        # fails here, so a missing balancer does not first start four servers.
+        for service in services:
+            try:
+                _can_start(service)
+            except StackError as error:
+                print(f"{service.name}: {error}", file=sys.stderr)
+                return EXIT_FAILED
         for service in services:
             try:
                 print(_up_one(service, started), flush=True)
@@ -165,11 +167,7 @@ def _up_one(service: Service, started: list[Started]) -> str:
             raise StackError(f"runs (pid {state.pid}) but {error}") from None
         return f"{service.name}: already up (pid {state.pid}, port {state.port})"
     remove_state(run_dir, service.name)  # stale: its process is gone
-    for port, setting in service.ports():
-        if port_in_use(port):
-            raise StackError(
-                f"port {port} is taken by another program: stop it, or set {setting} to a free port"
-            )
+    _can_start(service)  # again: a port may have been taken since
     begun = time.monotonic()
     service.prepare()  # its errors need no log (no server installed) or name it (initdb)
     try:
@@ -193,6 +191,19 @@ def _up_one(service: Service, started: list[Started]) -> str:
         raise StackError(f"could not run {service.command()[0]}: {error}") from error
     elapsed = time.monotonic() - begun
     return f"{service.name}: up in {elapsed:.1f} s (port {service.port}, {service.version()})"
+
+
+def _can_start(service: Service) -> None:
+    """A service not up yet needs its ports free and its program installed."""
+    state = read_state(service.settings.run_dir, service.name)
+    if state and is_ours(state):
+        return
+    for port, setting in service.ports():
+        if port_in_use(port):
+            raise StackError(
+                f"port {port} is taken by another program: stop it, or set {setting} to a free port"
+            )
+    service.check_installed()
 
 
 def _wait(check: Callable[[], None], timeout: float, process: Popen[bytes] | None) -> None:

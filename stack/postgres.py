@@ -127,6 +127,9 @@ class Postgres(Service):
     def version(self) -> str:
         return server_version(self.bin_dir)
 
+    def check_installed(self) -> None:
+        self.bin_dir  # noqa: B018  (a missing server fails here, before anything starts)
+
     def prepare(self) -> None:
         check_socket_path(self.socket_dir / f".s.PGSQL.{self.port}")
         self.bin_dir  # noqa: B018  (fail on a missing server before creating anything)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stack import postgres
+from stack import balancer, postgres
 from stack.cli import main
 from stack.processes import State, read_state, start_time, write_state
 from stack.settings import read_env_file
@@ -53,6 +53,53 @@ def test_a_taken_port_is_named_with_its_setting(
         f"postgres: port {port} is taken by another program: stop it, or set "
         "STACK_POSTGRES_PORT to a free port"
     ]
+
+
+@pytest.fixture
+def no_haproxy_cache() -> Iterator[None]:
+    """haproxy_version() is cached per process: a test that fakes HAProxy starts and ends
+    with an empty cache."""
+    balancer.haproxy_version.cache_clear()
+    yield
+    balancer.haproxy_version.cache_clear()
+
+
+def test_a_missing_balancer_is_named_before_anything_starts(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_haproxy_cache: None,
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr(balancer, "SEARCH", ())
+    monkeypatch.setenv("PATH", str(empty))
+    assert main(["up", "--only", "api,lb"]) == 1
+    (line,) = errors(capsys)
+    assert line.startswith("lb: no haproxy found (the stack's load balancer): apt-get install")
+    assert "brew install haproxy (macOS)" in line
+    # Refused before the replicas started (they come first in the order).
+    assert not list((Path(env["STACK_DIR"]) / "run").glob("*.json"))
+
+
+def test_a_too_old_balancer_is_refused_with_its_version(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_haproxy_cache: None,
+) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "haproxy").write_text("#!/bin/sh\necho 'HAProxy version 2.2.9 2021/01/07'\n")
+    (old / "haproxy").chmod(0o755)
+    monkeypatch.setattr(balancer, "SEARCH", ())
+    monkeypatch.setenv("PATH", str(old))
+    assert main(["up", "--only", "lb"]) == 1
+    (line,) = errors(capsys)
+    assert line.startswith("lb: haproxy 2.2.9 is older than 2.4, the oldest that reads"), line
+    assert "install a newer one (apt-get install haproxy" in line
 
 
 def test_a_taken_grpc_port_names_the_setting_it_follows(
@@ -251,6 +298,8 @@ def test_a_failed_start_shows_the_log_and_stops_what_it_started(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("STACK_POSTGRES_BIN_DIR", str(fake))
     monkeypatch.setenv("STACK_START_TIMEOUT", "1")
+    # No API: the balancer (HAProxy, which a machine may lack) is checked before any start.
+    monkeypatch.setenv("STACK_API_REPLICAS", "0")
     assert main(["up"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""  # nothing came up

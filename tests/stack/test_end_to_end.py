@@ -246,11 +246,14 @@ def test_up_use_down_and_a_warm_restart(stack: Stack, monkeypatch: pytest.Monkey
     # No champion is registered in this stack: the replicas run, the balancer routes to
     # none of them and says why.
     assert "not ready" in status.stdout
-    assert f"{api_url(settings)} in front of 2 replicas" in status.stdout
+    assert f"{api_url(settings)} in front of 2 replicas (0 passing its /ready checks)" in (
+        status.stdout
+    )
     # ... so the balancer sends them nothing (/ready is its health check) and says why.
     answer = httpx.post(f"{api_url(settings)}/predict", json={}, timeout=30)
     assert answer.status_code == 503, answer.text
-    assert "is any replica ready? python -m stack status" in answer.json()["detail"]
+    assert answer.json()["detail"].startswith("no replica is ready to answer (503)")
+    assert "python -m stack status shows them" in answer.json()["detail"]
     assert all(
         httpx.get(f"http://127.0.0.1:{settings.replica_port(i)}/health", timeout=5).status_code
         == 200
