@@ -262,17 +262,23 @@ def test_made_files_are_committed_as_made() -> None:
         )
 
 
-def haproxy_check(text: str, folder: Path) -> subprocess.CompletedProcess[str]:
-    """``haproxy -c``: HAProxy's own reading of a configuration, with the probe key set."""
+def haproxy_check(
+    text: str, folder: Path, *, probe_key: str | None = "a-key-of-the-test"
+) -> subprocess.CompletedProcess[str]:
+    """``haproxy -c``: HAProxy's own reading of a configuration, with the probe key set
+    (or, with ``probe_key=None``, not set at all)."""
     config = folder / "haproxy.cfg"
     config.write_text(text, encoding="utf-8")
+    environment = {k: v for k, v in os.environ.items() if k != PROBE_KEY_VARIABLE}
+    if probe_key is not None:
+        environment[PROBE_KEY_VARIABLE] = probe_key
     return subprocess.run(
         [haproxy_binary(), "-c", "-f", str(config)],
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
-        env=os.environ | {PROBE_KEY_VARIABLE: "a-key-of-the-test"},
+        env=environment,
     )
 
 
@@ -313,17 +319,7 @@ def test_haproxy_rejects_a_wrong_configuration(tmp_path: Path, haproxy: None) ->
 
 
 def test_haproxy_refuses_to_start_without_the_probe_key(tmp_path: Path, haproxy: None) -> None:
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(stack_config(StackSettings.model_construct()), encoding="utf-8")
-    environment = {k: v for k, v in os.environ.items() if k != PROBE_KEY_VARIABLE}
-    result = subprocess.run(
-        [haproxy_binary(), "-c", "-f", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=environment,
-    )
+    result = haproxy_check(stack_config(StackSettings.model_construct()), tmp_path, probe_key=None)
     assert result.returncode != 0
     assert f"set {PROBE_KEY_VARIABLE}" in result.stdout + result.stderr
 

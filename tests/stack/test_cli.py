@@ -64,42 +64,44 @@ def no_haproxy_cache() -> Iterator[None]:
     balancer.haproxy_version.cache_clear()
 
 
-def test_a_missing_balancer_is_named_before_anything_starts(
+# A fake `haproxy -v` (None: no haproxy at all), what `up` runs, and what it must say.
+BALANCERS = {
+    "missing": (
+        None,
+        "api,lb",
+        ["lb: no haproxy found (the stack's load balancer): apt-get install", "brew install"],
+    ),
+    "too old": (
+        "HAProxy version 2.2.9 2021/01/07",
+        "lb",
+        ["lb: haproxy 2.2.9 is older than 2.4, the oldest that reads", "install a newer one"],
+    ),
+}
+
+
+@pytest.mark.usefixtures("no_haproxy_cache")
+@pytest.mark.parametrize("case", list(BALANCERS))
+def test_a_missing_or_old_balancer_is_named_before_anything_starts(
+    case: str,
     env: dict[str, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    no_haproxy_cache: None,
 ) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
+    version, only, said = BALANCERS[case]
+    path = tmp_path / "bin"
+    path.mkdir()
+    if version is not None:
+        (path / "haproxy").write_text(f"#!/bin/sh\necho '{version}'\n")
+        (path / "haproxy").chmod(0o755)
     monkeypatch.setattr(balancer, "SEARCH", ())
-    monkeypatch.setenv("PATH", str(empty))
-    assert main(["up", "--only", "api,lb"]) == 1
+    monkeypatch.setenv("PATH", str(path))
+    assert main(["up", "--only", only]) == 1
     (line,) = errors(capsys)
-    assert line.startswith("lb: no haproxy found (the stack's load balancer): apt-get install")
-    assert "brew install haproxy (macOS)" in line
+    assert line.startswith(said[0]), line
+    assert said[1] in line, line
     # Refused before the replicas started (they come first in the order).
     assert not list((Path(env["STACK_DIR"]) / "run").glob("*.json"))
-
-
-def test_a_too_old_balancer_is_refused_with_its_version(
-    env: dict[str, str],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    no_haproxy_cache: None,
-) -> None:
-    old = tmp_path / "old"
-    old.mkdir()
-    (old / "haproxy").write_text("#!/bin/sh\necho 'HAProxy version 2.2.9 2021/01/07'\n")
-    (old / "haproxy").chmod(0o755)
-    monkeypatch.setattr(balancer, "SEARCH", ())
-    monkeypatch.setenv("PATH", str(old))
-    assert main(["up", "--only", "lb"]) == 1
-    (line,) = errors(capsys)
-    assert line.startswith("lb: haproxy 2.2.9 is older than 2.4, the oldest that reads"), line
-    assert "install a newer one (apt-get install haproxy" in line
 
 
 def test_a_taken_grpc_port_names_the_setting_it_follows(
