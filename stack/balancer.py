@@ -159,6 +159,8 @@ defaults
 {resolvers}
 frontend api
 \tbind {bind}
+\t# The replicas see the client's address in X-Forwarded-For (their own peer is this).
+\toption forwardfor
 \t# A body over the limit ends here, from its Content-Length, before a replica is
 \t# chosen. A body must say its length: a chunked one could only be cut off while it
 \t# streams to a replica, which would then have read part of it.
@@ -180,9 +182,13 @@ backend replicas
 \thttp-response set-header X-Served-By "%si:%sp"
 {servers}
 
-# Each replica's state (UP, DOWN and why), in HTML, or CSV at /;csv.
+# Each replica's state (UP, DOWN and why), in HTML, or CSV at /;csv; the balancer's
+# Prometheus metrics at /metrics (answers by code, 429s included; each replica's state).
 frontend statistics
 \tbind {admin}
+.if feature(PROMEX)
+\thttp-request use-service prometheus-exporter if {{ path /metrics }}
+.endif
 \tstats enable
 \tstats uri /
 \tstats refresh 5s

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -371,6 +372,12 @@ def test_the_balancer_limits_each_clients_request_rate(
         assert sum(replica_requests(settings, "/predict")) - before == passed, (
             "a 429 reached a replica"
         )
+        # The balancer counts what it refused, in its Prometheus metrics.
+        metrics = httpx.get(f"http://127.0.0.1:{settings.lb_admin_port}/metrics", timeout=10)
+        denied = re.search(r'^haproxy_frontend_requests_denied_total\{proxy="api"\} (\d+)$',
+                           metrics.text, re.MULTILINE)  # fmt: skip
+        assert denied, metrics.text[:500]
+        assert int(denied[1]) == statuses[429]
         time.sleep(float(refused.headers["retry-after"]) + 1.0)
         assert client.post(f"{url}/predict", json=row).status_code == 200
     print(f"\nrate limit {RATE}/s: {dict(statuses)} of {len(answers)} in {spent:.2f} s")

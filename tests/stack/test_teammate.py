@@ -254,12 +254,13 @@ def test_the_replicas_serve_the_champion_through_the_balancer_with_the_clients_k
 def test_the_balancer_s_statistics_page_shows_no_key(
     stack_settings: dict[str, str], canaries: dict[str, str]
 ) -> None:
-    """HAProxy's statistics page (loopback, no login: anyone on the machine) shows each
-    replica and its last check: the probe key those checks send must not be there."""
+    """HAProxy's statistics page and metrics (loopback, no login: anyone on the machine)
+    show each replica and its last check: the probe key those checks send must not be
+    there."""
     base = f"http://127.0.0.1:{stack_settings['STACK_LB_ADMIN_PORT']}"
     search = Search(needles(canaries))
     hits = []
-    for page in ("/", "/;csv"):
+    for page in ("/", "/;csv", "/metrics"):
         shown = httpx.get(base + page)
         assert shown.status_code == 200, shown.text
         assert "api-1" in shown.text  # the control: it is the balancer's page
