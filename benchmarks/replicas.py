@@ -77,6 +77,7 @@ from stack.balancer import (
     PROBE_KEY_VARIABLE,
     TOO_LARGE,
     LoadBalancer,
+    balancer_env,
     haproxy_binary,
     haproxy_version,
     stack_config,
@@ -437,7 +438,7 @@ def _haproxy_no_rate(settings: Any) -> Iterator[str]:
     )
     config = SCRATCH / "haproxy-no-rate.cfg"
     config.write_text(stack_config(unlimited))
-    env = os.environ | {PROBE_KEY_VARIABLE: load_secrets(settings).api_probe_key}
+    env = os.environ | balancer_env(unlimited, load_secrets(settings).api_probe_key)
     command = [haproxy_binary(), "-db", "-f", str(config)]
     url = f"http://127.0.0.1:{port}"
     # SIGUSR1: HAProxy's soft stop, as the stack's.
@@ -534,7 +535,7 @@ def _caddy(settings: Any) -> Iterator[str]:
             ),
             header=HEADER,
             probe_key_variable=PROBE_KEY_VARIABLE,
-            too_large=TOO_LARGE.format(limit=settings.lb_max_body_mb),
+            too_large=TOO_LARGE.format(limit=f"{settings.lb_max_body_mb} MB"),
             length_required=LENGTH_REQUIRED,
             no_answer=CADDY_NO_ANSWER,
         )

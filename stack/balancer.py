@@ -48,8 +48,13 @@ HEALTH_TIMEOUT = "2s"
 # SERVING_MAX_BATCH_ROWS rows takes a few seconds on a busy machine).
 QUEUE_TIMEOUT = "5s"
 SERVER_TIMEOUT = "60s"
-# The balancer's environment variable holding its key, which its /ready checks send.
+# The balancer's environment: its key, which its /ready checks send, and its limits. The
+# configuration names them ("${...}", read when HAProxy reads the file), so one file
+# serves the stack (which sets them from its settings) and compose (from .env).
 PROBE_KEY_VARIABLE = "API_PROBE_KEY"
+RATE_VARIABLE = "LB_RATE_LIMIT"
+BODY_VARIABLE = "LB_MAX_BODY_BYTES"
+MIB = 1024 * 1024
 # The oldest HAProxy that reads this configuration (http-check send, http-error, .if).
 MIN_VERSION = (2, 4)
 INSTALL = (
@@ -59,19 +64,20 @@ INSTALL = (
 INSTALL_HINT = f"no haproxy found (the stack's load balancer): {INSTALL}"
 SEARCH = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy", "/opt/homebrew/bin/haproxy")
 
-# The `detail` of the balancer's own answers. HAProxy's strings are in single quotes:
-# none of these may hold one.
+# The `detail` of the balancer's own answers, in HAProxy's double-quoted strings (where
+# "${NAME}" is an environment variable): none may hold a double quote or a backslash.
 TOO_LARGE = (
-    "the request body is larger than the load balancer passes on ({limit} MB): send "
+    "the request body is larger than the load balancer passes on ({limit}): send "
     "fewer rows per request"
 )
 LENGTH_REQUIRED = (
-    "send the body with a Content-Length header: the load balancer checks the size of a body "
+    "send the body with a Content-Length header: the load balancer checks a body's size "
     "before a replica reads it, and does not take chunked bodies"
 )
 TOO_MANY = (
-    "too many requests from this address: the load balancer passes on at most {rate} a "
-    "second from one client; wait for the seconds in Retry-After, then send more slowly"
+    f"too many requests from this address: the load balancer passes on at most "
+    f"${{{RATE_VARIABLE}}} a second from one client; wait for the seconds in Retry-After, "
+    "then send more slowly"
 )
 NO_REPLICA = (
     "no replica is ready to answer (503): the load balancer sends requests only to "
@@ -82,10 +88,14 @@ REPLICA_FAILED = (
     "resent to another replica, because the first may have logged it"
 )
 REPLICA_TOO_SLOW = (
-    "a replica did not answer within {timeout}, the limit of the load balancer (504): send fewer "
+    "a replica did not answer within {timeout}, the load balancer's limit (504): send fewer "
     "rows per request"
 )
 NOT_HTTP = "the load balancer could not read the request as HTTP (400)"
+
+
+DEFAULT_BODY_MB: int = StackSettings.model_fields["lb_max_body_mb"].default
+DEFAULT_RATE: int = StackSettings.model_fields["lb_rate_limit"].default
 
 
 @dataclass(frozen=True)
@@ -102,15 +112,16 @@ def balancer_config(
     upstreams: list[Upstream],
     admin: str,
     made_by: str,
-    max_body_mb: int = StackSettings.model_fields["lb_max_body_mb"].default,
-    rate_limit: int = StackSettings.model_fields["lb_rate_limit"].default,
     resolver: str | None = None,
 ) -> str:
     """HAProxy's whole configuration. ``bind`` is the clients' address (``:8080`` for all
     of a container's), ``admin`` the statistics page's; ``resolver``, a DNS server that
-    finds the replicas by name (compose's), which may start after the balancer."""
+    finds the replicas by name (compose's), which may start after the balancer. The
+    limits come from the environment (:func:`balancer_env`), with the settings' defaults
+    when unset."""
     unsized = "{ method POST PUT PATCH } !{ req.hdr(content-length) -m found }"
-    too_large = f"{{ req.hdr_val(content-length) gt {max_body_mb * 1024 * 1024} }}"
+    too_large = f'{{ req.hdr_val(content-length) gt "${{{BODY_VARIABLE}}}" }}'
+    body_limit = TOO_LARGE.format(limit=f"${{{BODY_VARIABLE}}} bytes")
     errors = "\n".join(
         f"\thttp-error status {status} {answer_arguments(detail)}"
         for status, detail in (
@@ -124,7 +135,7 @@ def balancer_config(
         f"check inter {HEALTH_INTERVAL} fall 1 rise 1 "
         "observe layer4 error-limit 1 on-error mark-down"
     )
-    rate = _rate_rules(rate_limit)
+    rate = _rate_rules()
     servers = "\n".join(f"\tserver {u.name} {u.address}" for u in upstreams)
     resolvers, lookup = "", ""
     if resolver:
@@ -136,6 +147,9 @@ global
 \tlog stderr format short local0 notice
 \t# SIGUSR1 (the stack's stop) finishes what is in flight; this long at most.
 \thard-stop-after 10s
+\t# The limits (STACK_LB_* in the stack, .env in compose); these when unset.
+\tpresetenv {BODY_VARIABLE} {DEFAULT_BODY_MB * MIB}
+\tpresetenv {RATE_VARIABLE} {DEFAULT_RATE}
 .if !defined({PROBE_KEY_VARIABLE})
 \t.alert "set {PROBE_KEY_VARIABLE}: the key the balancer sends with its /ready checks"
 .endif
@@ -165,7 +179,7 @@ frontend api
 \t# chosen. A body must say its length: a chunked one could only be cut off while it
 \t# streams to a replica, which would then have read part of it.
 {_deny(411, LENGTH_REQUIRED, unsized)}
-{_deny(413, TOO_LARGE.format(limit=max_body_mb), too_large)}
+{_deny(413, body_limit, too_large)}
 {rate}\tdefault_backend replicas
 
 backend replicas
@@ -196,24 +210,18 @@ frontend statistics
 """
 
 
-def _rate_rules(rate_limit: int) -> str:
+def _rate_rules() -> str:
     """The per-client limit: a one-second rate of the requests passed on, per address."""
-    if rate_limit == 0:
-        return "\t# STACK_LB_RATE_LIMIT=0: no limit on the request rate.\n"
+    rate = f'"${{{RATE_VARIABLE}}}"'
     return (
-        f"\t# At most {rate_limit} requests a second passed on from one client address\n"
-        "\t# (STACK_LB_RATE_LIMIT); only those count, so a client sending faster still\n"
-        "\t# gets that many through.\n"
+        f"\t# At most {RATE_VARIABLE} requests a second passed on from one client address;\n"
+        "\t# only those count, so a client sending faster still gets that many through.\n"
+        f".if strneq({rate},0)\n"
         "\tstick-table type ipv6 size 100k expire 10s store gpc0_rate(1s)\n"
         "\thttp-request track-sc0 src\n"
-        + _deny(
-            429,
-            TOO_MANY.format(rate=rate_limit),
-            f"{{ sc_gpc0_rate(0) ge {rate_limit} }}",
-            headers="hdr Retry-After 1 ",
-        )
-        + "\n"
-        "\thttp-request sc-inc-gpc0(0)\n"
+        + _deny(429, TOO_MANY, f"{{ sc_gpc0_rate(0) ge {rate} }}", headers="hdr Retry-After 1 ")
+        + "\n\thttp-request sc-inc-gpc0(0)\n"
+        ".endif\n"
     )
 
 
@@ -222,10 +230,11 @@ def _deny(status: int, detail: str, condition: str, headers: str = "") -> str:
 
 
 def answer_arguments(detail: str) -> str:
-    """A JSON answer in the service's shape, as HAProxy's arguments (single-quoted)."""
-    if "'" in detail or '"' in detail:
-        raise ValueError(f"a balancer message holds a quote: {detail!r}")
-    return f"""content-type application/json string '{{"detail": "{detail}"}}'"""
+    """A JSON answer in the service's shape, as HAProxy's arguments (double-quoted, so
+    that a "${NAME}" in ``detail`` is the environment's value)."""
+    if '"' in detail or "\\" in detail:
+        raise ValueError(f"a balancer message holds a quote or a backslash: {detail!r}")
+    return f'content-type application/json string "{{\\"detail\\": \\"{detail}\\"}}"'
 
 
 def stack_config(settings: StackSettings) -> str:
@@ -238,9 +247,16 @@ def stack_config(settings: StackSettings) -> str:
         ],
         admin=f"127.0.0.1:{settings.lb_admin_port}",
         made_by="`python -m stack up` from the STACK_* settings (stack/balancer.py)",
-        max_body_mb=settings.lb_max_body_mb,
-        rate_limit=settings.lb_rate_limit,
     )
+
+
+def balancer_env(settings: StackSettings, probe_key: str) -> dict[str, str]:
+    """What the configuration reads from HAProxy's environment, from the settings."""
+    return {
+        PROBE_KEY_VARIABLE: probe_key,
+        RATE_VARIABLE: str(settings.lb_rate_limit),
+        BODY_VARIABLE: str(settings.lb_max_body_mb * MIB),
+    }
 
 
 class LoadBalancer(Service):
@@ -276,9 +292,9 @@ class LoadBalancer(Service):
         return [haproxy_binary(), "-db", "-f", str(self.config_file)]
 
     def env(self) -> dict[str, str]:
-        # The configuration names the key ("${API_PROBE_KEY}"): it is in neither the file
-        # nor the statistics page.
-        return super().env() | {PROBE_KEY_VARIABLE: self.secrets.api_probe_key}
+        # The configuration names them ("${API_PROBE_KEY}"): the key is in neither the
+        # file nor the statistics page.
+        return super().env() | balancer_env(self.settings, self.secrets.api_probe_key)
 
     def health(self) -> None:
         # HAProxy itself (its statistics page), not the replicas: the balancer is up even

@@ -21,11 +21,14 @@ from serving.app import create_app
 from serving.settings import Settings
 from stack import balancer
 from stack.balancer import (
+    BODY_VARIABLE,
     HEALTH_INTERVAL,
     MIN_VERSION,
     PROBE_KEY_VARIABLE,
+    RATE_VARIABLE,
     Upstream,
     balancer_config,
+    balancer_env,
     haproxy_binary,
     haproxy_version,
     stack_config,
@@ -263,13 +266,18 @@ def test_made_files_are_committed_as_made() -> None:
 
 
 def haproxy_check(
-    text: str, folder: Path, *, probe_key: str | None = "a-key-of-the-test"
+    text: str,
+    folder: Path,
+    *,
+    probe_key: str | None = "a-key-of-the-test",
+    limits: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``haproxy -c``: HAProxy's own reading of a configuration, with the probe key set
-    (or, with ``probe_key=None``, not set at all)."""
+    (or, with ``probe_key=None``, not set at all) and ``limits`` in its environment."""
     config = folder / "haproxy.cfg"
     config.write_text(text, encoding="utf-8")
-    environment = {k: v for k, v in os.environ.items() if k != PROBE_KEY_VARIABLE}
+    ours = (PROBE_KEY_VARIABLE, RATE_VARIABLE, BODY_VARIABLE)
+    environment = {k: v for k, v in os.environ.items() if k not in ours} | (limits or {})
     if probe_key is not None:
         environment[PROBE_KEY_VARIABLE] = probe_key
     return subprocess.run(
@@ -324,7 +332,40 @@ def test_haproxy_refuses_to_start_without_the_probe_key(tmp_path: Path, haproxy:
     assert f"set {PROBE_KEY_VARIABLE}" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    ("limits", "valid"),
+    [
+        ({}, True),  # unset: the configuration's own defaults (presetenv)
+        ({RATE_VARIABLE: "0"}, True),  # no rate limit: its rules are left out
+        ({RATE_VARIABLE: "2000", BODY_VARIABLE: "1048576"}, True),
+        ({RATE_VARIABLE: "many"}, False),
+        ({BODY_VARIABLE: "16M"}, False),
+    ],
+)
+def test_the_limits_come_from_the_environment_and_a_wrong_one_stops_haproxy(
+    limits: dict[str, str], valid: bool, tmp_path: Path, haproxy: None
+) -> None:
+    """compose.yaml passes .env's LB_RATE_LIMIT and LB_MAX_BODY_BYTES; HAProxy itself
+    refuses a value that is not a number, naming the line."""
+    text = made_files()[REPO / "deploy" / "compose" / "haproxy.cfg"]
+    result = haproxy_check(text, tmp_path, limits=limits)
+    assert (result.returncode == 0) is valid, result.stdout + result.stderr
+    if not valid:
+        assert "is neither a number nor a supported operator" in result.stderr
+
+
+def test_the_stack_gives_the_balancer_its_settings() -> None:
+    settings = StackSettings.model_construct(lb_rate_limit=0, lb_max_body_mb=2)
+    assert balancer_env(settings, "a-key") == {
+        PROBE_KEY_VARIABLE: "a-key",
+        RATE_VARIABLE: "0",
+        BODY_VARIABLE: str(2 * 1024 * 1024),
+    }
+    compose_lb = compose()["services"]["lb"]["environment"]
+    assert set(compose_lb) == set(balancer_env(settings, "a-key"))
+
+
 def test_a_balancer_message_with_a_quote_is_refused() -> None:
     """HAProxy's strings are single-quoted: a quote in a message would end one early."""
     with pytest.raises(ValueError, match="holds a quote"):
-        balancer.answer_arguments("the balancer's limit")
+        balancer.answer_arguments('the "balancer" limit')
