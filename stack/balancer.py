@@ -14,7 +14,10 @@ so the two cannot drift. What it does, in the order a request meets it:
    answered 200 at the last check (every second, with the balancer's own key). A
    connection that cannot be made is tried on another replica; a request already sent is
    never resent (a prediction is logged: resending could log it twice), so a replica that
-   dies with it gives 502.
+   dies with it gives 502 (on a kept-alive connection, HAProxy closes it unanswered).
+
+The limits and the probe key reach HAProxy in its environment (:func:`balancer_env`), so
+compose.yaml sets them from .env as the stack does from its settings.
 
 HAProxy's own answers are JSON with a ``detail``, like the service's, so a client reads
 one shape whoever answered. HAProxy was chosen by measuring it beside Caddy and Traefik
