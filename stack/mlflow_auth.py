@@ -14,12 +14,6 @@ that someone else created first.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import json
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
 from typing import Any
 
@@ -33,22 +27,9 @@ from stack.settings import (
     tracking_uri,
     variable,
 )
+from stack.tracking_users import TrackingUser, UsersApi, ensure_users
 
-# Resource types the stack's users get a permission on, for every resource ("*").
-RESOURCE_TYPES = ("experiment", "registered_model")
-USERS = "/api/2.0/mlflow/users"
-PERMISSIONS = "/api/3.0/mlflow/users/permissions"
-TIMEOUT = 10
-
-
-@dataclasses.dataclass(frozen=True)
-class TrackingUser:
-    name: str
-    password: str = dataclasses.field(repr=False)
-    # The setting of its password, for messages.
-    setting: str
-    # On every experiment and registered model; what the user creates, it manages.
-    permission: str = "READ"
+__all__ = ["AuthApi", "TrackingUser", "ensure_users"]
 
 
 def admin(settings: StackSettings, secrets: Secrets) -> TrackingUser:
@@ -83,69 +64,24 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 """
 
 
-class AuthApi:
-    """The server's user and permission REST API, called as its admin."""
+class AuthApi(UsersApi):
+    """The server's user and permission REST API, called as the stack's admin; its
+    failures are the stack's (StackError; NotReady while the server does not answer)."""
+
+    no_logins_fix = (
+        " (an older stack started it): `python -m stack down --only mlflow` then `up` "
+        "restarts it with them"
+    )
 
     def __init__(self, settings: StackSettings, secrets: Secrets) -> None:
-        self.base = tracking_uri(settings)
-        self.admin = admin(settings, secrets)
+        super().__init__(tracking_uri(settings), admin(settings, secrets))
         self.settings = settings
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: dict[str, str] | None = None,
-        body: dict[str, str] | None = None,
-        user: TrackingUser | None = None,
-    ) -> tuple[int, Any]:
-        """The HTTP status and the JSON body (None if not JSON) of one call."""
-        url = f"{self.base}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        request = urllib.request.Request(url, method=method, headers=_basic(user or self.admin))
-        if body is not None:
-            request.data = json.dumps(body).encode()
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-                return int(response.status), _json(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, _json(error.read())
-        except (urllib.error.URLError, OSError) as error:
-            raise NotReady(f"{method} {url}: {error}") from None
+    def failed(self, message: str) -> Exception:
+        return StackError(message)
 
-    def expect(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The body of a call that must succeed; else a StackError naming it (the
-        server's message names no password: it never echoes one)."""
-        status, body = self.call(method, path, **kwargs)
-        if status != 200:
-            message = body.get("message") if isinstance(body, dict) else None
-            raise StackError(f"{method} {path} as the admin: HTTP {status}: {message or body}")
-        return body
-
-    def can_log_in(self, user: TrackingUser) -> bool:
-        """The server takes ``user``'s password (401: it does not)."""
-        status, _ = self.call("GET", f"{USERS}/current", user=user)
-        if status == 404:  # no such route: a server without logins
-            raise StackError(
-                "the tracking server runs without logins (an older stack started it): "
-                "`python -m stack down --only mlflow` then `up` restarts it with them"
-            )
-        if status not in (200, 401):
-            raise StackError(f"GET {USERS}/current as {user.name!r}: HTTP {status}")
-        return status == 200
-
-
-def _basic(user: TrackingUser) -> dict[str, str]:
-    token = base64.b64encode(f"{user.name}:{user.password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw or b"null")
-    except ValueError:
-        return raw.decode(errors="replace")[:200]
+    def unreachable(self, message: str) -> Exception:
+        return NotReady(message)
 
 
 # ------------------------------------------------------------------------- the admin
@@ -180,47 +116,6 @@ def reset_password(database_url: str, user: TrackingUser) -> None:
         store.update_user(user.name, password=user.password)
     finally:
         store.engine.dispose()
-
-
-# ------------------------------------------------------------------ the stack's users
-
-
-def ensure_users(api: AuthApi, users: list[TrackingUser]) -> None:
-    """Each user exists, logs in with its password from the settings, and holds its
-    permission on every experiment and registered model: idempotent, run at every start."""
-    for user in users:
-        _ensure_user(api, user)
-        _ensure_grants(api, user)
-
-
-def _ensure_user(api: AuthApi, user: TrackingUser) -> None:
-    status, _ = api.call("GET", f"{USERS}/get", query={"username": user.name})
-    if status == 404:
-        api.expect(
-            "POST", f"{USERS}/create", body={"username": user.name, "password": user.password}
-        )
-        return
-    if status != 200:
-        raise StackError(f"GET {USERS}/get as the admin: HTTP {status}")
-    if not api.can_log_in(user):  # its password setting changed since
-        body = {"username": user.name, "password": user.password}
-        api.expect("PATCH", f"{USERS}/update-password", body=body)
-
-
-def _ensure_grants(api: AuthApi, user: TrackingUser) -> None:
-    listed = api.expect("GET", f"{PERMISSIONS}/list", query={"username": user.name})
-    for resource_type in RESOURCE_TYPES:
-        held = {
-            row["permission"]
-            for row in listed.get("permissions", [])
-            if row["resource_type"] == resource_type and row["resource_pattern"] == "*"
-        }
-        if held == {user.permission}:
-            continue
-        grant = {"username": user.name, "resource_type": resource_type, "resource_id": "*"}
-        if held:  # another level: a grant is not updated in place
-            api.expect("POST", f"{PERMISSIONS}/revoke", body=grant)
-        api.expect("POST", f"{PERMISSIONS}/grant", body=grant | {"permission": user.permission})
 
 
 def refused(user: TrackingUser, settings: StackSettings) -> StackError:

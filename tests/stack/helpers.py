@@ -98,3 +98,18 @@ def run_stack(
         timeout=timeout,
         check=False,
     )
+
+
+def run_alone(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """stack/tracking_users.py as a script (as compose's mlflow-users job runs it), in an
+    interpreter that sees the standard library only (-I -S: no site-packages)."""
+    from stack import tracking_users  # noqa: PLC0415
+
+    return subprocess.run(
+        [sys.executable, "-I", "-S", tracking_users.__file__],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"} | env,
+    )

@@ -17,9 +17,10 @@ import pytest
 from mlflow import MlflowClient
 
 from stack.mlflow_auth import AuthApi
-from stack.settings import StackSettings, load_secrets
+from stack.settings import StackSettings, load_secrets, tracking_uri
+from stack.tracking_users import PERMISSIONS, TrackingUser
 from tests.pipelines.project import TINY_OVERRIDES, Project
-from tests.stack.helpers import stack_env
+from tests.stack.helpers import run_alone, stack_env
 from tests.stack.teammates import client_env, first_clone, serving, stack
 
 pytestmark = pytest.mark.slow
@@ -165,3 +166,37 @@ def test_a_user_without_permission_is_one_line(
         f"MLflow tracking server {login['MLFLOW_TRACKING_URI']} does not let user 'stranger' "
         f"use experiment '{experiment}' (HTTP 403)"
     ) in line
+
+
+def test_compose_s_users_job_makes_the_pipeline_user_on_the_real_server(
+    settings: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stack/tracking_users.py alone (python -I -S, as compose's mlflow-users job runs
+    it) against the stack's server: it makes a user with EDIT on every experiment and
+    registered model, who then logs in; a second run changes nothing and says the same."""
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    stack_settings = StackSettings()
+    secrets = load_secrets(stack_settings)
+    uri = tracking_uri(stack_settings)
+    password = "a-compose-password-of-the-test"
+    env = {
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_AUTH_ADMIN_USERNAME": stack_settings.mlflow_admin_username,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.mlflow_admin_password,
+        "MLFLOW_PIPELINE_USERNAME": "compose-pipeline",
+        "MLFLOW_PIPELINE_PASSWORD": password,
+    }
+    for _ in range(2):
+        done = run_alone(env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.strip() == f"tracking users ready on {uri}: compose-pipeline (EDIT)"
+        assert password not in done.stdout + done.stderr
+    api = AuthApi(stack_settings, secrets)
+    assert api.can_log_in(TrackingUser("compose-pipeline", password, "a test"))
+    listed = api.expect("GET", f"{PERMISSIONS}/list", query={"username": "compose-pipeline"})
+    held = {
+        (grant["resource_type"], grant["resource_pattern"], grant["permission"])
+        for grant in listed["permissions"]
+    }
+    assert held == {("experiment", "*", "EDIT"), ("registered_model", "*", "EDIT")}
