@@ -67,6 +67,8 @@ SCHEMA = REPO / "data" / "features" / "schema.json"
 LEADERBOARD = REPO / "reports" / "train" / "leaderboard.csv"
 METRICS = REPO / "reports" / "evaluate" / "metrics.json"
 SERVING_RESULTS = REPO / "benchmarks" / "results" / "serving.json"
+AUTH_RESULTS = REPO / "benchmarks" / "results" / "auth.json"
+REPLICAS_RESULTS = REPO / "benchmarks" / "results" / "replicas.json"
 TEMPLATE = REPO / "docs" / "walkthrough.in.md"
 OUTPUT = REPO / "docs" / "walkthrough.md"
 IMAGES = REPO / "docs" / "images" / "walkthrough"
@@ -425,10 +427,21 @@ def rule_baseline(
 
 
 def measured_elsewhere() -> dict[str, Any]:
-    """Figures the benchmarks measured (`make bench-serving`), quoted in the design section."""
+    """Figures the benchmarks measured (`make bench-serving`, `benchmarks/auth.py`,
+    `make bench-replicas`), quoted in the deployment and design sections."""
     serving = json.loads(SERVING_RESULTS.read_text())
     rate = serving["summary"]["best"]["service"]["single_sequential"]["requests_per_second"]
-    return {"serving_rps": f"{round(rate, -2):,.0f}"}
+    auth = json.loads(AUTH_RESULTS.read_text())
+    limited = json.loads(REPLICAS_RESULTS.read_text())["limits"]["rate"]["HAProxy"]
+    return {
+        "serving_rps": f"{round(rate, -2):,.0f}",
+        "key_check_us": auth["check_alone_us"]["2 key(s)"],
+        "key_cost_share": auth["in_process_us"]["cost_share"],
+        "rate_seconds": limited["sustained_seconds"],
+        "rate_passed": limited["sustained"]["200"],
+        "rate_per_second": limited["sustained_2xx_per_second"],
+        "rate_refused": limited["sustained"]["429"],
+    }
 
 
 def unsupervised(
