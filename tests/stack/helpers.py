@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stack.settings import GRPC_OFFSET
+from stack.settings import GRPC_OFFSET, StackSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,8 +59,14 @@ def stack_env(folder: Path) -> dict[str, str]:
     """STACK_* variables for a stack in ``folder`` on free ports."""
     chosen = free_ports(len(PORT_SETTINGS))
     ports = dict(zip(PORT_SETTINGS, chosen, strict=True))
-    ports["STACK_API_REPLICA_PORT"] = _free_run(REPLICA_PORTS, avoid=chosen)
+    # The replicas' ports must miss weed's gRPC ports too (+10000), as the settings check.
+    taken = [port + offset for port in chosen for offset in (0, GRPC_OFFSET)]
+    ports["STACK_API_REPLICA_PORT"] = _free_run(REPLICA_PORTS, avoid=taken)
     return {"STACK_DIR": str(folder)} | {name: str(port) for name, port in ports.items()}
+
+
+# The settings' own bound: macOS hands out ports up to 65535, above what they accept.
+_HIGHEST_BASE: int = StackSettings.model_json_schema()["properties"]["api_replica_port"]["maximum"]
 
 
 def _free_run(count: int, avoid: list[int]) -> int:
@@ -68,7 +74,7 @@ def _free_run(count: int, avoid: list[int]) -> int:
     while True:
         base = free_ports(1)[0]
         wanted = range(base + 1, base + count + 1)
-        if wanted[-1] < 65_536 and all(p not in avoid and _free(p) for p in wanted):
+        if base <= _HIGHEST_BASE and all(p not in avoid and _free(p) for p in wanted):
             return base
 
 
