@@ -31,7 +31,7 @@ import mlflow.sklearn
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Experiment, LifecycleStage, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
@@ -177,6 +177,13 @@ def access_problem(uri: str, status: int | None, doing: str) -> str | None:
     return None
 
 
+def _refused(exc: MlflowException, uri: str, doing: str, otherwise: str) -> TrackingError:
+    """The error for a request MLflow refused: the one line for a 401 or 403 (see
+    access_problem), else ``otherwise`` with MLflow's own message."""
+    status = _http_status(exc)
+    return TrackingError(access_problem(uri, status, doing) or f"{otherwise}: {exc.message}")
+
+
 def _http_status(exc: MlflowException) -> int:
     # The status the server answered, from MLflow's error code (401: UNAUTHENTICATED);
     # MLflow leaves the method unannotated.
@@ -229,6 +236,7 @@ def connect(experiment_name: str, project_root: Path | str = ".") -> str:
     try:
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is not None:
+            _check_active(experiment, uri)
             return str(experiment.experiment_id)
         location = None
         if uri.startswith("sqlite:"):
@@ -237,12 +245,28 @@ def connect(experiment_name: str, project_root: Path | str = ".") -> str:
         return client.create_experiment(experiment_name, artifact_location=location)
     except MlflowException as exc:
         doing = f"use experiment {experiment_name!r}"
-        problem = access_problem(uri, _http_status(exc), doing)
-        raise TrackingError(
-            problem or f"MLflow store {uri} refused the request: {exc.message}"
-        ) from None
+        raise _refused(exc, uri, doing, f"MLflow store {uri} refused the request") from None
+    except TrackingError:
+        raise
     except Exception as exc:  # database drivers raise their own types
         raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
+
+
+def _check_active(experiment: Experiment, uri: str) -> None:
+    """A deleted experiment (the UI's Delete) keeps its name until it is removed for good,
+    and MLflow refuses runs in it: say so before the stage starts, with the ways out."""
+    if experiment.lifecycle_stage != LifecycleStage.DELETED:
+        return
+    number = experiment.experiment_id
+    # `mlflow gc` works on the database itself: a server's is for its admin to name.
+    database = uri if uri.startswith("sqlite:") else "<the tracking server's database>"
+    raise TrackingError(
+        f"experiment {experiment.name!r} (id {number}) in MLflow store {uri} is deleted "
+        "and keeps its name until removed for good: restore it (`mlflow experiments "
+        f"restore --experiment-id {number}` with MLFLOW_TRACKING_URI={uri}), remove it and "
+        f"its runs for good (`mlflow gc --backend-store-uri {database} --experiment-ids "
+        f"{number}`), or set train.experiment_name in params.yaml to another name"
+    )
 
 
 def find_pipeline_run(
@@ -267,8 +291,7 @@ def find_pipeline_run(
         )
     except MlflowException as exc:
         doing = f"read experiment {experiment_name!r}"
-        problem = access_problem(uri, _http_status(exc), doing)
-        raise TrackingError(problem or f"MLflow store {uri} is not usable: {exc}") from None
+        raise _refused(exc, uri, doing, f"MLflow store {uri} is not usable") from None
     except Exception as exc:
         raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
     if not runs:
@@ -451,10 +474,8 @@ def find_version(name: str, fingerprint: str) -> Any:
         )
     except MlflowException as exc:
         doing = f"search registered model {name!r}"
-        problem = access_problem(mlflow.get_tracking_uri(), _http_status(exc), doing)
-        raise TrackingError(
-            problem or f"MLflow registry refused a search for {name}: {exc.message}"
-        ) from None
+        otherwise = f"MLflow registry refused a search for {name}"
+        raise _refused(exc, mlflow.get_tracking_uri(), doing, otherwise) from None
     return found[0] if found else None
 
 

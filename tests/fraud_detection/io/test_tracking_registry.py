@@ -7,13 +7,19 @@ import base64
 import http.server
 import importlib.metadata
 import json
+import os
+import re
+import shlex
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
 from fraud_detection.errors import ModelLoadError, TrackingError
 from fraud_detection.io import tracking
@@ -73,6 +79,38 @@ def test_unreachable_tracking_server(tmp_path):
         port = probe.getsockname()[1]
     with pytest.raises(ModelLoadError, match="unreachable"):
         tracking.fetch_registered_model("models:/m@champion", tmp_path, f"http://127.0.0.1:{port}")
+
+
+def _run_fix(message: str, command: str, env: dict[str, str]) -> None:
+    """Run the `mlflow ...` command a message names, as a user would copy it."""
+    (fix,) = re.findall(rf"`(mlflow [^`]*\b{command} [^`]+)`", message)
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    subprocess.run([str(mlflow_cli), *shlex.split(fix)[1:]], env=env, check=True, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("way_out", ["restore", "gc"])
+def test_a_deleted_experiment_is_named_and_either_way_out_works(
+    way_out: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)
+    number = client.create_experiment("fraud")
+    client.create_run(number)
+    client.delete_experiment(number)
+    with pytest.raises(TrackingError) as caught:
+        tracking.connect("fraud", tmp_path)
+    message = str(caught.value)
+    assert f"experiment 'fraud' (id {number}) in MLflow store {uri} is deleted" in message
+    assert "train.experiment_name" in message
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    _run_fix(message, way_out, env)
+    again = tracking.connect("fraud", tmp_path)
+    assert client.get_experiment(again).lifecycle_stage == "active"
+    # Restored: its run is back; removed for good: the name makes an empty experiment.
+    runs = client.search_runs([again])
+    assert len(runs) == (1 if way_out == "restore" else 0)
 
 
 # --- a real store (MLflow creates its tables: ~10 s, once per session) -----------------
