@@ -7,7 +7,9 @@ Kubernetes manifests run it once, before the replicas)."""
 from __future__ import annotations
 
 import copy
+import errno
 import os
+import socket
 import sys
 import tempfile
 from typing import Any
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args == ["create-log"]:
         return _create_log(settings.prediction_log)
+    if problem := _address_problem(settings.host, settings.port):
+        print(f"serving: {problem}", file=sys.stderr)
+        return 2
     if settings.workers > 1 and not os.environ.get(MULTIPROCESS_ENV):
         # Each worker is a process: Prometheus needs a shared folder to add them up.
         os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="prometheus-")
@@ -52,6 +57,40 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def _address_problem(host: str, port: int) -> str | None:
+    """Why uvicorn could not listen on ``host``:``port``, found before the model loads
+    (seconds) and said with the setting to change; None when it can. uvicorn still
+    reports a port taken in between."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return f"SERVING_HOST={host!r} is not a name or address this machine can resolve"
+    with socket.socket(family, kind) as probe:
+        # As uvicorn binds: a port left in TIME_WAIT by a service just stopped is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return _bind_problem(error.errno, host, port)
+    return None
+
+
+def _bind_problem(number: int | None, host: str, port: int) -> str:
+    if number == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is in use by another program (another `make serve`?): "
+            f"stop it, or set SERVING_PORT to a free port (make serve PORT={port + 1})"
+        )
+    if number == errno.EADDRNOTAVAIL:
+        return (
+            f"SERVING_HOST={host!r} is not an address of this machine: use 127.0.0.1 "
+            "(this machine only) or 0.0.0.0 (every interface)"
+        )
+    if number == errno.EACCES:
+        return f"SERVING_PORT={port}: this user may not listen on it; use a port from 1024 up"
+    return f"cannot listen on {host}:{port} ({os.strerror(number or 0)})"
 
 
 def _create_log(location: str) -> int:

@@ -4,9 +4,11 @@ even imported; good ones reach uvicorn.run."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,35 @@ def test_bad_settings_exit_2_with_the_message(tmp_path, variables, expected):
     assert result.stdout == ""
     assert time.perf_counter() - started < 30  # fails before loading anything heavy
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another program listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", "port {port} on 127.0.0.1 is in use by another program"),
+        ("192.0.2.1", "SERVING_HOST='192.0.2.1' is not an address of this machine"),
+        ("no-such-host.invalid", "SERVING_HOST='no-such-host.invalid' is not a name or"),
+    ],
+    ids=["port-taken", "not-this-machine", "unresolvable"],
+)
+def test_an_address_uvicorn_cannot_listen_on_exits_2_before_the_model_loads(
+    tmp_path: Path, taken_port: int, host: str, expected: str
+) -> None:
+    result = run_serving(tmp_path, SERVING_HOST=host, SERVING_PORT=str(taken_port))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()  # one line, no traceback, no uvicorn start
+    assert line.startswith("serving: " + expected.format(port=taken_port))
+    if host == "127.0.0.1":
+        assert f"make serve PORT={taken_port + 1}" in line
 
 
 @pytest.fixture
