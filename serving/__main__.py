@@ -61,17 +61,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _address_problem(host: str, port: int) -> str | None:
     """Why uvicorn could not listen on ``host``:``port``, found before the model loads
-    (seconds) and said with the setting to change; None when it can. uvicorn still
-    reports a port taken in between."""
-    try:
-        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror:
-        return f"SERVING_HOST={host!r} is not a name or address this machine can resolve"
-    with socket.socket(family, kind) as probe:
-        # As uvicorn binds: a port left in TIME_WAIT by a service just stopped is free.
+    (seconds) and said with the setting to change; None when it can. The probe binds as
+    uvicorn's Config.bind_socket does; uvicorn still reports a port taken in between."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As uvicorn: a port left in TIME_WAIT by a service just stopped is free.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(address)
+            probe.bind((host, port))
+        except socket.gaierror:
+            return f"SERVING_HOST={host!r} is not a name or address this machine can resolve"
         except OSError as error:
             return _bind_problem(error.errno, host, port)
     return None
