@@ -7,6 +7,7 @@ import logging
 from fraud_detection.data.csv_source import prepare_csv
 from fraud_detection.data.dataset import DatasetInfo
 from fraud_detection.data.simulator import simulate
+from fraud_detection.features import GROUP_COLUMN, TARGET, TIME_COLUMN
 from fraud_detection.io.files import load_params, read_csv_table, write_json, write_parquet
 from fraud_detection.params import DaskParams, DataParams
 from fraud_detection.workspace import PARAMS, RAW_DATA, RAW_INFO
@@ -31,15 +32,7 @@ def _simulate_on_dask(params: DataParams, dask: DaskParams, log: logging.Logger)
     with dask_client(dask, log) as client:
         files = simulate_by_day(client, params.simulator, RAW_DATA, dask.days_per_task)
     log.info("%d day files in %s/", len(files), RAW_DATA)
-    return DatasetInfo(
-        source="simulator",
-        target="TX_FRAUD",
-        time_column="TX_DATETIME",
-        group_column="CUSTOMER_ID",
-        rows=sum(f.rows for f in files),
-        positives=sum(f.positives for f in files),
-        class_names=params.class_names,
-    )
+    return _simulated(params, sum(f.rows for f in files), sum(f.positives for f in files))
 
 
 def _simulate(params: DataParams, log: logging.Logger) -> DatasetInfo:
@@ -54,13 +47,18 @@ def _simulate(params: DataParams, log: logging.Logger) -> DatasetInfo:
     )
     frame = simulate(sim, progress=progress_logger(log, "days simulated"))
     write_parquet(frame, RAW_DATA)
+    return _simulated(params, len(frame), int(frame[TARGET].sum()))
+
+
+def _simulated(params: DataParams, rows: int, positives: int) -> DatasetInfo:
+    """The simulator's table, in the column names the features module defines."""
     return DatasetInfo(
         source="simulator",
-        target="TX_FRAUD",
-        time_column="TX_DATETIME",
-        group_column="CUSTOMER_ID",
-        rows=len(frame),
-        positives=int(frame["TX_FRAUD"].sum()),
+        target=TARGET,
+        time_column=TIME_COLUMN,
+        group_column=GROUP_COLUMN,
+        rows=rows,
+        positives=positives,
         class_names=params.class_names,
     )
 
