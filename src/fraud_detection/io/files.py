@@ -157,8 +157,35 @@ def read_csv_table(path: Path | str) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataValidationError(f"CSV file {path} is empty (0 bytes)")
     try:
-        return pd.read_csv(path, low_memory=False)
+        frame = pd.read_csv(path, low_memory=False)
     except pd.errors.EmptyDataError:
         raise DataValidationError(f"CSV file {path} has no header and no rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataValidationError(f"CSV file {path} could not be parsed: {exc}") from None
+    _check_separator(path, frame)
+    return frame
+
+
+# What spreadsheets write instead of commas (Excel in most of Europe: ";" and "1,5").
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "bars"}
+
+
+def _check_separator(path: Path, frame: pd.DataFrame) -> None:
+    """A header read as one column that holds another separator: the file is not comma-
+    separated. Guessing its decimal mark could misread every number, so say how to
+    convert it rather than read it (a number read wrongly would pass as a category)."""
+    if len(frame.columns) != 1:
+        return
+    header = str(frame.columns[0])
+    for separator, name in _OTHER_SEPARATORS.items():
+        if separator in header:
+            shown = separator.replace("\t", "\\t")
+            converted = path.with_suffix(".comma.csv")
+            raise DataValidationError(
+                f"CSV file {path} is separated by {name}, not commas (its header reads as "
+                f"one column: {header[:60]!r}). The pipeline reads comma-separated files: "
+                "save it as 'CSV UTF-8 (comma delimited)', or convert it with python -c "
+                f"\"import pandas as pd; pd.read_csv('{path}', sep='{shown}')"
+                f".to_csv('{converted}', index=False)\" (add decimal=',' to read_csv if "
+                "its numbers are written 1,5), then set data.csv.path to the new file"
+            )

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -354,6 +358,32 @@ def test_read_csv_table_unparsable_file(tmp_path):
     path.write_bytes(b"a,b\n1,2\n\xff\xfe\x00bad,3,4,5\n")
     with pytest.raises(DataValidationError, match=r"broken\.csv could not be parsed"):
         read_csv_table(path)
+
+
+@pytest.mark.parametrize(
+    ("separator", "name"), [(";", "semicolons"), ("\t", "tabs"), ("|", "bars")]
+)
+def test_another_separator_is_named_and_the_conversion_it_gives_works(
+    tmp_path: Path, separator: str, name: str
+) -> None:
+    path = tmp_path / "export.csv"
+    table = creditcard_like(rows=12)
+    table.to_csv(path, sep=separator, index=False)
+    with pytest.raises(DataValidationError) as caught:
+        read_csv_table(path)
+    message = str(caught.value)
+    assert f"export.csv is separated by {name}, not commas" in message
+    # The conversion the message gives, run as written, makes a file the pipeline reads.
+    (command,) = re.findall(r'python -c "([^"]+)"', message)
+    subprocess.run([sys.executable, "-c", command], check=True, timeout=60)
+    converted = read_csv_table(tmp_path / "export.comma.csv")
+    pd.testing.assert_frame_equal(converted, table, check_dtype=False)
+
+
+def test_a_one_column_file_is_read_as_one_column(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("Class\n0\n1\n", encoding="utf-8")
+    assert list(read_csv_table(path).columns) == ["Class"]
 
 
 def test_text_dates_in_the_time_column_become_datetimes():
