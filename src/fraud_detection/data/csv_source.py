@@ -7,6 +7,8 @@ column or value at fault and how to fix it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -40,6 +42,8 @@ def prepare_csv(frame: pd.DataFrame, params: CsvParams) -> tuple[pd.DataFrame, D
     clean = pd.DataFrame(index=frame.index)
     numeric, categorical = [], []
     for column in feature_columns:
+        if column not in params.categorical_columns:
+            _check_decimal_mark(frame[column], column, Path(params.path))
         if column in params.categorical_columns or _is_categorical(frame[column]):
             clean[column] = _as_category_strings(frame[column])
             categorical.append(column)
@@ -131,6 +135,31 @@ def _check_both_classes(target: pd.Series, name: str) -> None:
         raise DataValidationError(
             f"target column '{name}' has only {positives} positive row(s); at least "
             f"{MIN_POSITIVES} are needed to hold some out for testing"
+        )
+
+
+# A number written with a decimal comma ("1,5", "1.234,56"): a spreadsheet's export in
+# most of Europe. Read as text it would become a category with a level per amount.
+_DECIMAL_COMMA = r"^\s*[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+\s*$"
+
+
+def _check_decimal_mark(column: pd.Series, name: str, path: Path) -> None:
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return
+    cells = column.dropna().astype(str)
+    if cells.empty:
+        return
+    comma = cells.str.match(_DECIMAL_COMMA)
+    numbers = pd.to_numeric(cells, errors="coerce").notna()
+    if comma.any() and (comma | numbers).mean() >= NUMERIC_MAJORITY:
+        found = column.notna() & column.astype(str).str.match(_DECIMAL_COMMA)
+        converted = path.with_suffix(".points.csv")
+        raise DataValidationError(
+            f"column '{name}' holds numbers written with a decimal comma (CSV lines "
+            f"{_row_numbers(found)}: {_show(pd.unique(column[found]))}); convert the file "
+            f"with python -c \"import pandas as pd; pd.read_csv('{path}', decimal=',')"
+            f".to_csv('{converted}', index=False)\" and set data.csv.path to the new file, "
+            f"or list '{name}' in data.csv.categorical_columns if it is really a category"
         )
 
 

@@ -380,6 +380,43 @@ def test_another_separator_is_named_and_the_conversion_it_gives_works(
     pd.testing.assert_frame_equal(converted, table, check_dtype=False)
 
 
+def _with_decimal_commas(path: Path) -> pd.DataFrame:
+    """A comma-separated export whose Amount cells are quoted decimal-comma numbers."""
+    table = creditcard_like(rows=40)
+    written = table.assign(Amount=table["Amount"].map(lambda v: f"{v:.2f}".replace(".", ",")))
+    written.to_csv(path, index=False)
+    return table
+
+
+def test_decimal_commas_are_named_and_the_conversion_it_gives_works(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    table = _with_decimal_commas(path)
+    frame = read_csv_table(path)
+    params = CsvParams(path=str(path))
+    with pytest.raises(DataValidationError) as caught:
+        prepare_csv(frame, params)
+    message = str(caught.value)
+    assert "column 'Amount' holds numbers written with a decimal comma (CSV lines 2, 3" in message
+    (command,) = re.findall(r'python -c "([^"]+)"', message)
+    subprocess.run([sys.executable, "-c", command], check=True, timeout=60)
+    converted = read_csv_table(tmp_path / "export.points.csv")
+    clean, info = prepare_csv(converted, params)
+    assert "Amount" in info.numeric
+    np.testing.assert_allclose(clean["Amount"], table["Amount"])
+
+
+def test_decimal_commas_in_a_listed_category_or_in_text_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    _with_decimal_commas(path)
+    frame = read_csv_table(path)
+    _, info = prepare_csv(frame, CsvParams(path=str(path), categorical_columns=["Amount"]))
+    assert "Amount" in info.categorical
+    # Text with a comma here and there is a category, as before.
+    frame["Amount"] = [f"shop {i}" for i in range(len(frame) - 1)] + ["1,5"]
+    _, info = prepare_csv(frame, CsvParams(path=str(path)))
+    assert "Amount" in info.categorical
+
+
 def test_a_one_column_file_is_read_as_one_column(tmp_path: Path) -> None:
     path = tmp_path / "one.csv"
     path.write_text("Class\n0\n1\n", encoding="utf-8")
