@@ -160,7 +160,17 @@ def read_csv_table(path: Path | str) -> pd.DataFrame:
         frame = pd.read_csv(path, low_memory=False)
     except pd.errors.EmptyDataError:
         raise DataValidationError(f"CSV file {path} has no header and no rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        # Excel on Windows writes its "CSV" in the system's code page (cp1252, latin-1).
+        converted = path.with_suffix(".utf8.csv")
+        raise DataValidationError(
+            f"CSV file {path} is not UTF-8 text (it holds the byte 0x{exc.object[exc.start]:02x}"
+            "); save it as 'CSV UTF-8', or convert it with python -c \"import pandas as pd; "
+            f"pd.read_csv('{path}', encoding='cp1252').to_csv('{converted}', index=False)\" "
+            "(cp1252: Windows in Western Europe and the Americas), then set data.csv.path "
+            "to the new file"
+        ) from None
+    except pd.errors.ParserError as exc:
         raise DataValidationError(f"CSV file {path} could not be parsed: {exc}") from None
     _check_separator(path, frame)
     return frame

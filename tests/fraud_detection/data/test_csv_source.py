@@ -355,9 +355,25 @@ def test_header_only_file(tmp_path):
 
 def test_read_csv_table_unparsable_file(tmp_path):
     path = tmp_path / "broken.csv"
-    path.write_bytes(b"a,b\n1,2\n\xff\xfe\x00bad,3,4,5\n")
+    path.write_bytes(b"a,b\n1,2\n3,4,5\n")  # a row with more cells than the header
     with pytest.raises(DataValidationError, match=r"broken\.csv could not be parsed"):
         read_csv_table(path)
+
+
+def test_a_windows_code_page_file_is_named_and_the_conversion_it_gives_works(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "export.csv"
+    table = creditcard_like(rows=12).assign(Shop=["Café", "Bäckerei", "Kiosk"] * 4)
+    path.write_bytes(table.to_csv(index=False).encode("cp1252"))
+    with pytest.raises(DataValidationError) as caught:
+        read_csv_table(path)
+    message = str(caught.value)
+    assert "export.csv is not UTF-8 text (it holds the byte 0xe9)" in message
+    (command,) = re.findall(r'python -c "([^"]+)"', message)
+    subprocess.run([sys.executable, "-c", command], check=True, timeout=60)
+    converted = read_csv_table(tmp_path / "export.utf8.csv")
+    assert converted["Shop"].tolist() == table["Shop"].tolist()
 
 
 @pytest.mark.parametrize(
