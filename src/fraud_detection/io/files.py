@@ -8,6 +8,7 @@ nothing, never a truncated file a later stage could read.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import shutil
 import tempfile
@@ -173,7 +174,22 @@ def read_csv_table(path: Path | str) -> pd.DataFrame:
     except pd.errors.ParserError as exc:
         raise DataValidationError(f"CSV file {path} could not be parsed: {exc}") from None
     _check_separator(path, frame)
+    _check_unique_header(path)
     return frame
+
+
+def _check_unique_header(path: Path) -> None:
+    """pandas renames a repeated column name (Amount, Amount.1) without a word: a second
+    Amount would train as another feature, or the target be read from the wrong one."""
+    with path.open(encoding="utf-8-sig", newline="") as text:
+        header = next(csv.reader(text), [])
+    # Blank names (trailing commas) are pandas' "Unnamed: n" columns, named apart.
+    repeated = sorted({name for name in header if name.strip() and header.count(name) > 1})
+    if repeated:
+        raise DataValidationError(
+            f"CSV file {path} names {', '.join(map(repr, repeated))} more than once in its "
+            "header; give each column its own name"
+        )
 
 
 # What spreadsheets write instead of commas (Excel in most of Europe: ";" and "1,5").

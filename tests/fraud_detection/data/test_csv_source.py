@@ -433,6 +433,13 @@ def test_decimal_commas_in_a_listed_category_or_in_text_are_kept(tmp_path: Path)
     assert "Amount" in info.categorical
 
 
+def test_a_column_name_given_twice_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("Time,Amount,Amount,Class,,\n1,2.5,3.5,0,,\n", encoding="utf-8")
+    with pytest.raises(DataValidationError, match=r"names 'Amount' more than once in its header"):
+        read_csv_table(path)
+
+
 def test_a_one_column_file_is_read_as_one_column(tmp_path: Path) -> None:
     path = tmp_path / "one.csv"
     path.write_text("Class\n0\n1\n", encoding="utf-8")
