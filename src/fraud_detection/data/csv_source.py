@@ -28,6 +28,7 @@ def prepare_csv(frame: pd.DataFrame, params: CsvParams) -> tuple[pd.DataFrame, D
     if frame.empty or len(frame.columns) == 0:
         raise DataValidationError("the CSV file has no data rows; check data.csv.path")
     _check_columns_exist(frame, params)
+    _check_named(frame, params)
     target = _binary_target(frame[params.target], params)
     feature_columns = [
         c
@@ -86,6 +87,26 @@ def _check_columns_exist(frame: pd.DataFrame, params: CsvParams) -> None:
                     f"column '{column}' named by {key} is not in the CSV; "
                     f"its columns are: {available}"
                 )
+
+
+def _check_named(frame: pd.DataFrame, params: CsvParams) -> None:
+    """A column without a name in the header (pandas reads it as "Unnamed: n") is most
+    often a saved index, pandas' to_csv without index=False: as a feature it is the row
+    number, which leaks the order the file was sorted in. It is kept only when listed."""
+    used = {params.target, params.time_column, *params.drop_columns, *params.categorical_columns}
+    unnamed = [
+        str(column)
+        for column in frame.columns
+        if str(column).startswith("Unnamed: ") and column not in used
+    ]
+    if unnamed:
+        listed = ", ".join(f"'{name}'" for name in unnamed)
+        raise DataValidationError(
+            f"the CSV's header gives no name to {len(unnamed)} column(s), read as {listed}: "
+            "a first one is usually a saved row index (pandas' to_csv without index=False), "
+            "blank ones at the end trailing commas; list them in data.csv.drop_columns to "
+            "keep them out of the model, or name them in the header"
+        )
 
 
 def _binary_target(values: pd.Series, params: CsvParams) -> pd.Series:

@@ -183,7 +183,7 @@ def _check_unique_header(path: Path) -> None:
     Amount would train as another feature, or the target be read from the wrong one."""
     with path.open(encoding="utf-8-sig", newline="") as text:
         header = next(csv.reader(text), [])
-    # Blank names (trailing commas) are pandas' "Unnamed: n" columns, named apart.
+    # Blank names are pandas' "Unnamed: n" columns, named apart (csv_source checks them).
     repeated = sorted({name for name in header if name.strip() and header.count(name) > 1})
     if repeated:
         raise DataValidationError(

@@ -440,6 +440,27 @@ def test_a_column_name_given_twice_is_named(tmp_path: Path) -> None:
         read_csv_table(path)
 
 
+def test_a_saved_index_is_named_and_kept_out_when_listed(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    creditcard_like(rows=40).to_csv(path)  # index=True: a first column without a name
+    frame = read_csv_table(path)
+    with pytest.raises(DataValidationError) as caught:
+        prepare_csv(frame, CsvParams(path=str(path)))
+    message = str(caught.value)
+    assert "gives no name to 1 column(s), read as 'Unnamed: 0'" in message
+    assert "data.csv.drop_columns" in message
+    _, info = prepare_csv(frame, CsvParams(path=str(path), drop_columns=["Unnamed: 0"]))
+    assert "Unnamed: 0" not in info.numeric + info.categorical
+
+
+def test_trailing_commas_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    text = creditcard_like(rows=40).to_csv(index=False)
+    path.write_text(text.replace("\n", ",\n"), encoding="utf-8")
+    with pytest.raises(DataValidationError, match=r"read as 'Unnamed: 8'"):
+        prepare_csv(read_csv_table(path), CsvParams(path=str(path)))
+
+
 def test_a_one_column_file_is_read_as_one_column(tmp_path: Path) -> None:
     path = tmp_path / "one.csv"
     path.write_text("Class\n0\n1\n", encoding="utf-8")
