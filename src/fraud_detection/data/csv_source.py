@@ -14,6 +14,7 @@ import pandas as pd
 
 from fraud_detection.data.dataset import DatasetInfo
 from fraud_detection.errors import DataValidationError
+from fraud_detection.io.files import conversion_command
 from fraud_detection.params import CsvParams
 from fraud_detection.schema import Feature, FeatureSchema
 
@@ -173,14 +174,14 @@ def _check_decimal_mark(column: pd.Series, name: str, path: Path) -> None:
     comma = cells.str.match(_DECIMAL_COMMA)
     numbers = pd.to_numeric(cells, errors="coerce").notna()
     if comma.any() and (comma | numbers).mean() >= NUMERIC_MAJORITY:
-        found = column.notna() & column.astype(str).str.match(_DECIMAL_COMMA)
-        converted = path.with_suffix(".points.csv")
+        found = comma.reindex(column.index, fill_value=False)
+        command = conversion_command(path, "decimal=','", ".points.csv")
         raise DataValidationError(
             f"column '{name}' holds numbers written with a decimal comma (CSV lines "
             f"{_row_numbers(found)}: {_show(pd.unique(column[found]))}); convert the file "
-            f"with python -c \"import pandas as pd; pd.read_csv('{path}', decimal=',')"
-            f".to_csv('{converted}', index=False)\" and set data.csv.path to the new file, "
-            f"or list '{name}' in data.csv.categorical_columns if it is really a category"
+            f"with {command} and set "
+            f"data.csv.path to the new file, or list '{name}' in data.csv.categorical_columns "
+            "if it is really a category"
         )
 
 

@@ -163,19 +163,28 @@ def read_csv_table(path: Path | str) -> pd.DataFrame:
         raise DataValidationError(f"CSV file {path} has no header and no rows") from None
     except UnicodeDecodeError as exc:
         # Excel on Windows writes its "CSV" in the system's code page (cp1252, latin-1).
-        converted = path.with_suffix(".utf8.csv")
+        command = conversion_command(path, "encoding='cp1252'", ".utf8.csv")
         raise DataValidationError(
             f"CSV file {path} is not UTF-8 text (it holds the byte 0x{exc.object[exc.start]:02x}"
-            "); save it as 'CSV UTF-8', or convert it with python -c \"import pandas as pd; "
-            f"pd.read_csv('{path}', encoding='cp1252').to_csv('{converted}', index=False)\" "
-            "(cp1252: Windows in Western Europe and the Americas), then set data.csv.path "
-            "to the new file"
+            f"); save it as 'CSV UTF-8', or convert it with {command} (cp1252: Windows in "
+            "Western Europe and the Americas), then set data.csv.path to the new file"
         ) from None
     except pd.errors.ParserError as exc:
         raise DataValidationError(f"CSV file {path} could not be parsed: {exc}") from None
     _check_separator(path, frame)
     _check_unique_header(path)
     return frame
+
+
+def conversion_command(path: Path, read_arguments: str, suffix: str) -> str:
+    """The one-line command that rewrites ``path`` as the comma-separated UTF-8 file with
+    decimal points the pipeline reads, into ``path`` with ``suffix``; the messages about
+    a spreadsheet's export give it, ready to run."""
+    converted = path.with_suffix(suffix)
+    return (
+        f"python -c \"import pandas as pd; pd.read_csv('{path}', {read_arguments})"
+        f".to_csv('{converted}', index=False)\""
+    )
 
 
 def _check_unique_header(path: Path) -> None:
@@ -206,12 +215,11 @@ def _check_separator(path: Path, frame: pd.DataFrame) -> None:
     for separator, name in _OTHER_SEPARATORS.items():
         if separator in header:
             shown = separator.replace("\t", "\\t")
-            converted = path.with_suffix(".comma.csv")
+            command = conversion_command(path, f"sep='{shown}'", ".comma.csv")
             raise DataValidationError(
                 f"CSV file {path} is separated by {name}, not commas (its header reads as "
                 f"one column: {header[:60]!r}). The pipeline reads comma-separated files: "
-                "save it as 'CSV UTF-8 (comma delimited)', or convert it with python -c "
-                f"\"import pandas as pd; pd.read_csv('{path}', sep='{shown}')"
-                f".to_csv('{converted}', index=False)\" (add decimal=',' to read_csv if "
-                "its numbers are written 1,5), then set data.csv.path to the new file"
+                f"save it as 'CSV UTF-8 (comma delimited)', or convert it with {command} "
+                "(add decimal=',' to read_csv if its numbers are written 1,5), then set "
+                "data.csv.path to the new file"
             )

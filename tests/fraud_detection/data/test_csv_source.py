@@ -370,10 +370,15 @@ def test_a_windows_code_page_file_is_named_and_the_conversion_it_gives_works(
         read_csv_table(path)
     message = str(caught.value)
     assert "export.csv is not UTF-8 text (it holds the byte 0xe9)" in message
-    (command,) = re.findall(r'python -c "([^"]+)"', message)
-    subprocess.run([sys.executable, "-c", command], check=True, timeout=60)
+    _run_conversion(message)
     converted = read_csv_table(tmp_path / "export.utf8.csv")
     assert converted["Shop"].tolist() == table["Shop"].tolist()
+
+
+def _run_conversion(message: str) -> None:
+    """Run the conversion a message gives, as a user would copy it."""
+    (command,) = re.findall(r'python -c "([^"]+)"', message)
+    subprocess.run([sys.executable, "-c", command], check=True, timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -390,8 +395,7 @@ def test_another_separator_is_named_and_the_conversion_it_gives_works(
     message = str(caught.value)
     assert f"export.csv is separated by {name}, not commas" in message
     # The conversion the message gives, run as written, makes a file the pipeline reads.
-    (command,) = re.findall(r'python -c "([^"]+)"', message)
-    subprocess.run([sys.executable, "-c", command], check=True, timeout=60)
+    _run_conversion(message)
     converted = read_csv_table(tmp_path / "export.comma.csv")
     pd.testing.assert_frame_equal(converted, table, check_dtype=False)
 
@@ -413,8 +417,7 @@ def test_decimal_commas_are_named_and_the_conversion_it_gives_works(tmp_path: Pa
         prepare_csv(frame, params)
     message = str(caught.value)
     assert "column 'Amount' holds numbers written with a decimal comma (CSV lines 2, 3" in message
-    (command,) = re.findall(r'python -c "([^"]+)"', message)
-    subprocess.run([sys.executable, "-c", command], check=True, timeout=60)
+    _run_conversion(message)
     converted = read_csv_table(tmp_path / "export.points.csv")
     clean, info = prepare_csv(converted, params)
     assert "Amount" in info.numeric
