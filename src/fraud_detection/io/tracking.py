@@ -235,21 +235,19 @@ def connect(experiment_name: str, project_root: Path | str = ".") -> str:
     client = MlflowClient()
     try:
         experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is not None:
-            _check_active(experiment, uri)
-            return str(experiment.experiment_id)
-        location = None
-        if uri.startswith("sqlite:"):
-            # Keep artifacts beside the database, whatever the working directory.
-            location = (Path(project_root) / DEFAULT_ARTIFACTS).resolve().as_uri()
-        return client.create_experiment(experiment_name, artifact_location=location)
+        if experiment is None:
+            location = None
+            if uri.startswith("sqlite:"):
+                # Keep artifacts beside the database, whatever the working directory.
+                location = (Path(project_root) / DEFAULT_ARTIFACTS).resolve().as_uri()
+            return client.create_experiment(experiment_name, artifact_location=location)
     except MlflowException as exc:
         doing = f"use experiment {experiment_name!r}"
         raise _refused(exc, uri, doing, f"MLflow store {uri} refused the request") from None
-    except TrackingError:
-        raise
     except Exception as exc:  # database drivers raise their own types
         raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
+    _check_active(experiment, uri)
+    return str(experiment.experiment_id)
 
 
 def _check_active(experiment: Experiment, uri: str) -> None:
